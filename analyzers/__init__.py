@@ -1,0 +1,1 @@
+"""Built-in analyzers (registered through the ``ztunnel_bundle.analyzers`` entry-point group)."""
