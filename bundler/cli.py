@@ -41,7 +41,8 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a BundleError becomes one line on stderr and its exit code, never a traceback."""
     try:
-        cli.main(args=argv, prog_name="bundle", standalone_mode=False)
+        # Without standalone mode, click returns ctx.exit(N)'s code instead of exiting: pass it on.
+        result = cli.main(args=argv, prog_name="bundle", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -58,4 +59,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_ERROR)
-    sys.exit(0)
+    sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
