@@ -135,7 +135,6 @@ class Cluster:
     cni_version: str = ""
     deleted_pods: list[Pod] = field(default_factory=list)  # gone from Kubernetes (stale-workload fault)
     network_policies: list[dict] = field(default_factory=list)
-    events: list[dict] = field(default_factory=list)
     _indexes: dict[str, tuple[tuple, dict[str, list[Pod]]]] = field(default_factory=dict, repr=False)
 
     @property
@@ -338,7 +337,7 @@ def build_cluster(scenario: Scenario) -> Cluster:
         if cluster.ambient_expected(pod):
             pod.annotations["ambient.istio.io/redirection"] = "enabled"
 
-    _bind_waypoints(cluster)
+    bind_waypoints(cluster)
     assign = ids.rng("xds")
     for node in nodes:
         cluster.xds_replica[ztunnels[node.name].name] = istiods[assign.randrange(len(istiods))].name
@@ -367,7 +366,7 @@ def _add_waypoint(ns: NamespaceSpec, wp: WaypointSpec, nodes: list[Node], ids: I
     return Waypoint(wp.name, ns.name, wp.waypoint_for, ready=wp.replicas > 0, address=svc.cluster_ip)
 
 
-def _bind_waypoints(cluster: Cluster) -> None:
+def bind_waypoints(cluster: Cluster) -> None:
     """Resolve istio.io/use-waypoint (service label over namespace label) as istiod does, with its status."""
     by_key = {w.key: w for w in cluster.waypoints}
     for svc in cluster.services:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bundler.errors import ScenarioError
-from bundler.synth.cluster import Cluster, Pod, service_endpoints
-from bundler.synth.scenario import FaultSpec, parse_minor
+from bundler.synth.cluster import Cluster, Pod, bind_waypoints, service_endpoints
+from bundler.synth.scenario import FaultSpec, PolicySpec, parse_minor
 
 
 @dataclass
@@ -160,8 +160,6 @@ def _hbone_blocked(cluster: Cluster, fx: Effects, p: dict[str, Any]) -> None:
 
 
 def _policy_denial(cluster: Cluster, fx: Effects, p: dict[str, Any]) -> None:
-    from bundler.synth.scenario import PolicySpec
-
     ns_name = p.get("service")
     if not isinstance(ns_name, str) or ns_name.count("/") != 1:
         raise ScenarioError("fault policy-denial: service must be namespace/name")
@@ -177,8 +175,6 @@ def _policy_denial(cluster: Cluster, fx: Effects, p: dict[str, Any]) -> None:
 
 
 def _waypoint_missing(cluster: Cluster, fx: Effects, p: dict[str, Any]) -> None:
-    from bundler.synth.cluster import _bind_waypoints
-
     ns = p.get("namespace")
     if ns not in cluster.namespaces:
         raise ScenarioError(f"fault waypoint-missing: namespace {ns!r} is not in the scenario")
@@ -201,7 +197,7 @@ def _waypoint_missing(cluster: Cluster, fx: Effects, p: dict[str, Any]) -> None:
     else:
         raise ScenarioError("fault waypoint-missing: mode must be missing or not-ready")
     cluster.namespaces[ns]["istio.io/use-waypoint"] = name
-    _bind_waypoints(cluster)
+    bind_waypoints(cluster)
 
 
 def _ztunnel_oom(cluster: Cluster, fx: Effects, p: dict[str, Any]) -> None:

@@ -131,7 +131,8 @@ class TelemetryBuilder:
 
     def _flow(self, flow: Flow, nodes: dict[str, NodeTelemetry]) -> None:
         src, dst, svc = flow.source, flow.destination, flow.service
-        src_captured = self.cluster.enrolled(src) and src.node not in self.fx.xds_disconnected
+        # A ztunnel that lost its xDS stream keeps proxying with the config it has: traffic still flows.
+        src_captured = self.cluster.enrolled(src)
         dst_captured = self.cluster.enrolled(dst)
         outcome = self._outcome(flow)
         window = (self.now - self.start).total_seconds()
