@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from bundler import layout
+from bundler.manifest import Artifact, Manifest
 from bundler.synth.cluster import Cluster, build_cluster
 from bundler.synth.dumps import DumpRenderer, rfc3339
 from bundler.synth.faults import Effects, apply_faults
@@ -151,6 +152,44 @@ def items(sm: SyntheticMesh) -> Iterator[Item]:
                    lambda node=node: render_istio_log(tel.cni[node], sc.log_format))
 
 
+def _describe(sm: SyntheticMesh, m: Manifest, command_line: list[str]) -> None:
+    """The manifest's header: what a collect from this cluster at the scenario's ``now`` would say."""
+    sc = sm.scenario
+    at = rfc3339(sc.now)
+    m.generator = "synth"
+    m.command_line = list(command_line)
+    m.created_at = at
+    m.window.start = at
+    m.window.end = at
+    m.window.logs_since = rfc3339(sc.now - sc.window)
+    m.scope.mode = "mesh"
+    m.cluster.server_version = sc.kubernetes_version
+    m.cluster.context = f"synth:{sc.name}"
+    m.cluster.node_count = len(sm.cluster.nodes)
+    m.cluster.istio_versions = {
+        "istiod": sorted({sm.cluster.istiod_version}),
+        "ztunnel": sorted(set(sm.cluster.ztunnel_versions.values())),
+        "cni": sorted({sm.cluster.cni_version}),
+    }
+    m.extra["scenario"] = {"name": sc.name, "seed": sc.seed, "istioVersion": sc.istio_version,
+                           "faults": [{"type": f.type, **f.params} for f in sc.faults]}
+
+
+def scenario_manifest(sm: SyntheticMesh) -> tuple[Manifest, dict[str, Callable[[], bytes]]]:
+    """The manifest a bundle of this mesh would have (without sizes and hashes) and, for each member, the
+    function that renders it: what ``bundle serve`` needs to serve a scenario without writing an archive."""
+    manifest = Manifest()
+    _describe(sm, manifest, ["bundle", "serve", f"{sm.scenario.name}.yaml"])
+    at = rfc3339(sm.scenario.now)
+    producers: dict[str, Callable[[], bytes]] = {}
+    for item in sorted(items(sm), key=lambda i: layout.order_key(i.path)):
+        manifest.artifacts.append(Artifact(item.path, layout.kind_of_path(item.path), dict(item.source), item.status,
+                                           item.reason, started=at, finished=at))
+        if item.produce is not None:
+            producers[item.path] = item.produce
+    return manifest, producers
+
+
 def write_bundle(sm: SyntheticMesh, out: str | Path, command_line: list[str]) -> Path:
     from bundler.archive import BundleWriter
 
@@ -161,24 +200,7 @@ def write_bundle(sm: SyntheticMesh, out: str | Path, command_line: list[str]) ->
     gc.disable()  # bulk object creation: the cyclic collector only costs time here (python-stack.md 3)
     try:
         with BundleWriter(out, root=root, mtime=int(sc.now.timestamp())) as writer:
-            m = writer.manifest
-            m.generator = "synth"
-            m.command_line = list(command_line)
-            m.created_at = at
-            m.window.start = at
-            m.window.end = at
-            m.window.logs_since = rfc3339(sc.now - sc.window)
-            m.scope.mode = "mesh"
-            m.cluster.server_version = sc.kubernetes_version
-            m.cluster.context = f"synth:{sc.name}"
-            m.cluster.node_count = len(sm.cluster.nodes)
-            m.cluster.istio_versions = {
-                "istiod": sorted({sm.cluster.istiod_version}),
-                "ztunnel": sorted(set(sm.cluster.ztunnel_versions.values())),
-                "cni": sorted({sm.cluster.cni_version}),
-            }
-            m.extra["scenario"] = {"name": sc.name, "seed": sc.seed, "istioVersion": sc.istio_version,
-                                   "faults": [{"type": f.type, **f.params} for f in sc.faults]}
+            _describe(sm, writer.manifest, command_line)
             for item in sorted(items(sm), key=lambda i: layout.order_key(i.path)):
                 if item.produce is None:
                     writer.record(item.path, kind=layout.kind_of_path(item.path), source=item.source,
