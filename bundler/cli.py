@@ -17,6 +17,9 @@ COMMANDS: dict[str, str] = {
     "verify": "bundler.commands.verify:command",
     "validate": "bundler.commands.validate:command",
     "synth": "bundler.commands.synth:command",
+    "serve": "bundler.commands.serve:command",
+    "collect": "bundler.commands.collect:command",
+    "rbac": "bundler.commands.rbac:command",
 }
 
 

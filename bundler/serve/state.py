@@ -96,6 +96,7 @@ class ServedCluster:
     _forwards: dict[tuple[str, str, int], list[Artifact]] = field(default_factory=dict)
     _proxies: dict[tuple[str, str, int], list[Artifact]] = field(default_factory=dict)
     _istiod_proxy_views: list[Artifact] = field(default_factory=list)
+    _api: dict[str, str] = field(default_factory=dict)  # apiPath -> bundle path
     _cleanup: Callable[[], None] | None = None
 
     # --- construction -----------------------------------------------------------------------------------------
@@ -114,6 +115,16 @@ class ServedCluster:
                 cluster.objects[(rt.group, rt.resource)] = [
                     {"apiVersion": rt.group_version, "kind": rt.kind, **item} for item in items
                 ]
+        # Lists of kinds this table does not know (a newer Istio CRD, say) are served from what they say.
+        for path in ok:
+            if path.startswith(("cluster/istio/", "cluster/gateway-api/")) and path.endswith(".json") and \
+                    not any(_file_of(rt) == path for rt in RESOURCES):
+                rt = _resource_from_list(path, read(path))
+                if rt is not None:
+                    cluster.resources[(rt.group, rt.resource)] = rt
+                    items = orjson.loads(read(path)).get("items") or []
+                    cluster.objects[(rt.group, rt.resource)] = [
+                        {"apiVersion": rt.group_version, "kind": rt.kind, **item} for item in items]
         # Core kinds are always discoverable, even when the bundle holds none of them.
         for rt in RESOURCES:
             if rt.group == "" and (rt.group, rt.resource) not in cluster.resources:
@@ -128,7 +139,9 @@ class ServedCluster:
         for art in manifest.artifacts:
             src = art.source or {}
             kind = src.get("type")
-            if kind == "logs" and art.collected:
+            if kind == "api" and art.collected and src.get("apiPath") and not src.get("query"):
+                cluster._api[src["apiPath"]] = art.path
+            elif kind == "logs" and art.collected:
                 key = (src.get("namespace", ""), src.get("pod", ""), src.get("container", ""),
                        bool(src.get("previous")))
                 cluster._logs[key] = art.path
@@ -164,6 +177,12 @@ class ServedCluster:
                 return obj
         return None
 
+    def stored_response(self, api_path: str) -> bytes | None:
+        """The exact bytes the bundle holds for an API request with no selector (a whole list, one object,
+        /version): served as they are, so that collecting from a served bundle gives the same bytes back."""
+        path = self._api.get(api_path)
+        return None if path is None else self.read(path)
+
     def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get("", "pods", namespace, name)
 
@@ -188,7 +207,9 @@ class ServedCluster:
             answer = self._istiod_proxy_view(pod, target)
             if answer is not None:
                 return answer
-        return self._from_sources(self._forwards.get((namespace, pod, port)), target,
+        # A port reached through the pod proxy (ztunnel's 15020) answers a port-forward just the same.
+        key = (namespace, pod, port)
+        return self._from_sources(self._forwards.get(key, []) + self._proxies.get(key, []), target,
                                   listening=self._listens(namespace, pod, port))
 
     def proxy(self, namespace: str, pod: str, port: int, method: str, target: str) -> Response | None:
@@ -244,6 +265,23 @@ class ServedCluster:
                 return Response(200, self.read(art.path))
             return Response(404, NOT_CONNECTED.encode(), "text/plain; charset=utf-8")
         return Response(404, NOT_CONNECTED.encode(), "text/plain; charset=utf-8")
+
+
+def _resource_from_list(path: str, data: bytes) -> ResourceType | None:
+    """``cluster/istio/<plural>.<group>.json`` holding a ``<Kind>List``: enough to serve it."""
+    plural, _, group = path.rsplit("/", 1)[-1].removesuffix(".json").partition(".")
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or not group:
+        return None
+    api_version = str(document.get("apiVersion", ""))
+    version = api_version.rsplit("/", 1)[-1] if "/" in api_version else "v1"
+    kind = str(document.get("kind", "")).removesuffix("List") or plural.capitalize()
+    items = document.get("items") or []
+    namespaced = any(isinstance(i, dict) and i.get("metadata", {}).get("namespace") for i in items) or not items
+    return ResourceType(group, version, plural, kind, namespaced)
 
 
 def _normalise(target: str) -> str:

@@ -19,16 +19,16 @@ class KubeRenderer:
         self.cluster = cluster
         self.sc = cluster.scenario
         self.ids = Ids(self.sc.seed, self.sc.name)
-        self.rv = 1000
 
     def _meta(self, name: str, namespace: str | None, created, labels=None, annotations=None, uid=None,
               **extra: Any) -> dict[str, Any]:
-        self.rv += 1
         meta: dict[str, Any] = {"name": name}
         if namespace is not None:
             meta["namespace"] = namespace
         meta["uid"] = uid or self.ids.uid("obj", namespace, name)
-        meta["resourceVersion"] = str(self.rv)
+        # Derived from the object, not from a counter: the same object gets the same version whatever order
+        # the lists are rendered in (an archive and `bundle serve` render them in different orders).
+        meta["resourceVersion"] = str(1000 + int(self.ids.hexstr(6, "rv", meta["uid"]), 16))
         meta["creationTimestamp"] = rfc3339(created)
         if labels:
             meta["labels"] = dict(labels)
@@ -61,6 +61,9 @@ class KubeRenderer:
                                     "message": "kubelet is posting ready status",
                                     "lastTransitionTime": rfc3339(boot)}],
                     "nodeInfo": {"kubeletVersion": self.sc.kubernetes_version, "osImage": "Debian GNU/Linux 12",
+                                 "kubeProxyVersion": self.sc.kubernetes_version,
+                                 "bootID": self.ids.uid("boot", node.name), "machineID": self.ids.hexstr(32, "machine", node.name),
+                                 "systemUUID": self.ids.uid("system", node.name),
                                  "containerRuntimeVersion": "containerd://2.1.4", "architecture": "amd64",
                                  "kernelVersion": "6.12.48", "operatingSystem": "linux"},
                 },
