@@ -1263,9 +1263,31 @@ def open_bundle(path: str | os.PathLike[str]) -> Bundle:
         raise BundleError(f"{path}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(st.st_mode):
         return DirectoryBundle(_find_root_dir(p), source=p)
+    if stat.S_ISREG(st.st_mode) and p.name.endswith(".zip"):
+        return _open_parts(p)
     if stat.S_ISREG(st.st_mode):
         return ArchiveBundle(p)
     raise BundleFormatError(f"{path}: not a ztunnel-bundle archive: not a regular file or directory")
+
+
+def _open_parts(path: Path) -> Bundle:
+    """GitHub ``.zip`` parts (bundler.parts): reassembled into a temporary archive, removed on close."""
+    from bundler.parts import reassemble
+
+    archive = reassemble(path)
+    try:
+        bundle = ArchiveBundle(archive)
+    except BaseException:
+        shutil.rmtree(archive.parent, ignore_errors=True)
+        raise
+    original_close = bundle.close
+
+    def close() -> None:
+        original_close()
+        shutil.rmtree(archive.parent, ignore_errors=True)
+
+    bundle.close = close  # type: ignore[method-assign]
+    return bundle
 
 
 def extract_bundle(path: str | os.PathLike[str], target_dir: str | os.PathLike[str]) -> Path:

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "serve": "bundler.commands.serve:command",
     "collect": "bundler.commands.collect:command",
     "rbac": "bundler.commands.rbac:command",
+    "pack": "bundler.commands.pack:command",
 }
 
 

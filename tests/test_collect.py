@@ -333,3 +333,14 @@ def test_pseudonymize_replaces_node_names_and_ips_everywhere(served, tmp_path):
     assert m.scope.nodes == [mapping["hostnames"]["ambient-worker2"]]
     # The map lives beside the archive, never inside it.
     assert not any(name.endswith("pseudonyms.json") for name in members(out))
+
+
+def test_for_github_writes_zip_parts_that_read_back(served, tmp_path):
+    server = served()
+    out = tmp_path / "gh.tar.zst"
+    result = subprocess.run([sys.executable, "-m", "bundler", "collect", "-q", "-o", str(out), "--kubeconfig",
+                             str(server.kubeconfig_path), "--for-github"], capture_output=True, text=True)
+    assert result.returncode == EXIT_OK, result.stderr
+    part = tmp_path / "gh.tar.zst.zip"
+    assert part.exists() and "for GitHub" in result.stderr
+    assert members(part) == members(out)

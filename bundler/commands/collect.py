@@ -49,13 +49,14 @@ def _default_output() -> str:
 @click.option("--deadline", default="5m", show_default=True, help="Stop and write what is collected after this long.")
 @click.option("--max-size", default="25MB", show_default=True, help="The archive never exceeds this (GitHub's attachment limit).")
 @click.option("--no-redact", is_flag=True, help="Do not redact tokens and keys found in logs and objects.")
+@click.option("--for-github", is_flag=True, help="Also wrap the archive into .zip parts of at most 25 MB (GitHub attachments).")
 @click.option("--pseudonymize", is_flag=True, help="Replace IPs and hostnames consistently; the map goes beside the archive.")
 @click.option("--ztunnel-selector", default="app=ztunnel", show_default=True)
 @click.option("--istiod-selector", default="app=istiod", show_default=True)
 @click.option("--cni-selector", default="k8s-app=istio-cni-node", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def command(output, kubeconfig, context, namespaces, pods, nodes, since, since_time, log_bytes, concurrency,
-            request_timeout, deadline, max_size, no_redact, pseudonymize, ztunnel_selector, istiod_selector,
+            request_timeout, deadline, max_size, no_redact, for_github, pseudonymize, ztunnel_selector, istiod_selector,
             cni_selector, quiet) -> None:
     """Collect a ztunnel debug bundle from the current cluster (read-only, no Secrets).
 
@@ -82,5 +83,10 @@ def command(output, kubeconfig, context, namespaces, pods, nodes, since, since_t
                                workers=concurrency, deadline=float(_seconds(deadline, "--deadline")),
                                max_size=_bytes(max_size), redact=not no_redact, pseudonymize=pseudonymize, quiet=quiet)
     code = collect(settings, options)
+    if for_github and settings.out.exists():
+        from bundler.parts import pack
+
+        for part in pack(settings.out):
+            click.echo(f"for GitHub: {part} ({part.stat().st_size:,} bytes)", err=True)
     sys.exit(code)
 
