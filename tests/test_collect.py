@@ -344,3 +344,28 @@ def test_for_github_writes_zip_parts_that_read_back(served, tmp_path):
     part = tmp_path / "gh.tar.zst.zip"
     assert part.exists() and "for GitHub" in result.stderr
     assert members(part) == members(out)
+
+
+def test_finds_ztunnel_and_istio_cni_in_kube_system_as_on_gke(served, tmp_path):
+    scenario = yaml.safe_load((REPO / "samples" / "bookinfo-healthy.yaml").read_text())
+    scenario.update(name="gke", istioNamespaces={"ztunnel": "kube-system", "cni": "kube-system"})
+    path = tmp_path / "gke.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    reference = tmp_path / "gke.tar.zst"
+    assert subprocess.run([sys.executable, "-m", "bundler", "synth", str(path), "-o", str(reference)]).returncode == 0
+    out = tmp_path / "collected.tar.zst"
+    assert run_collect(served(path), out) == EXIT_OK
+    original, again = members(reference), members(out)
+    assert set(original) == set(again)
+    dumps = [p for p in again if p.startswith("ztunnel/") and p.endswith("config_dump.json")]
+    assert len(dumps) == 3
+    assert orjson.loads(again["cluster/pods.json"]) == orjson.loads(original["cluster/pods.json"])
+    # istio-cni-config (kube-system) and the mesh config (istio-system) are gathered into one list.
+    configmaps = orjson.loads(again["cluster/configmaps.json"])["items"]
+    assert {(c["metadata"]["namespace"], c["metadata"]["name"]) for c in configmaps} == {
+        ("istio-system", "istio"), ("kube-system", "istio-cni-config")}
+    for p in original:
+        if p not in (layout.MANIFEST, "cluster/configmaps.json"):
+            assert again[p] == original[p], p
+    zt = manifest(out).artifact(dumps[0])
+    assert zt.source["namespace"] == "kube-system"

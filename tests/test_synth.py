@@ -448,7 +448,8 @@ def test_bad_scenarios_get_one_line_errors(tmp_path, text, message):
 def test_scenario_keys_are_documented():
     doc = (REPO / "docs" / "synth.md").read_text()
     for key in ("istioVersion", "namespaces", "deployments", "services", "waypoints", "authorizationPolicies",
-                "peerAuthentications", "traffic", "faults", "generate", "perProxyDump", "logFormat"):
+                "peerAuthentications", "traffic", "faults", "generate", "perProxyDump", "logFormat",
+                "istioNamespaces"):
         assert f"`{key}`" in doc, key
     for fault in CATALOG:
         assert f"`{fault}`" in doc, fault

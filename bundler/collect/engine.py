@@ -31,7 +31,6 @@ from bundler.manifest import rfc3339
 MAX_ATTEMPTS = 4
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
-REDACTED_JSON_LISTS = ("cluster/pods.json", "cluster/configmaps.json")
 
 
 @dataclass
@@ -150,8 +149,11 @@ class Engine:
                                                "kept": "newest lines"}
             if self.redact:
                 self._redact_text(outcome)
-        elif self.redact and task.path in REDACTED_JSON_LISTS:
+        elif self.redact and kind in (layout.KIND_K8S_LIST, layout.KIND_K8S_OBJECT):
             self._redact_json(outcome)
+        elif self.redact:
+            # Everything else too (dumps, istiod views, metrics): clean input costs one scan and keeps its bytes.
+            self._redact_text(outcome)
         outcome.size = spool.stat().st_size
 
     def _redact_text(self, outcome: Outcome) -> None:
@@ -166,7 +168,7 @@ class Engine:
             outcome.extra["redactions"] = dict(sorted(counts.items()))
 
     def _redact_json(self, outcome: Outcome) -> None:
-        from bundler.redact import redact_kubernetes_list
+        from bundler.redact import redact_kubernetes_list, redact_kubernetes_object
 
         spool = outcome.spool
         assert spool is not None
@@ -174,7 +176,12 @@ class Engine:
             document = orjson.loads(spool.read_bytes())
         except orjson.JSONDecodeError:
             return
-        counts = redact_kubernetes_list(document) if isinstance(document, dict) else Counter()
+        if not isinstance(document, dict):
+            counts: Counter[str] = Counter()
+        elif "items" in document:
+            counts = redact_kubernetes_list(document)
+        else:
+            counts = redact_kubernetes_object(document)
         if counts:
             # Only a change is re-serialised: an untouched document keeps the API server's bytes.
             spool.write_bytes(orjson.dumps(document))

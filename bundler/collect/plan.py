@@ -17,6 +17,7 @@ from bundler.collect.tasks import (
     PRIORITY_VIEWS,
     ApiGet,
     IstiodProxyView,
+    MergedList,
     MiB,
     PodLog,
     PortForwardGet,
@@ -225,10 +226,14 @@ def build_plan(kube: Kube, options: Options) -> Plan:
     for plural, group, version in d.api_resources:
         tasks.append(ApiGet(layout.k8s_list(plural, group), PRIORITY_STATE, timeout,
                             api_path=f"/apis/{group}/{version}/{plural}"))
-    # The Istio ConfigMaps (mesh config, istio-cni-config) live in the control plane's namespace.
+    # The Istio ConfigMaps: mesh config beside istiod, istio-cni-config beside istio-cni (kube-system on GKE).
     istio_namespaces = sorted({_ns(p) for p in d.istiods} or {"istio-system"})
-    tasks.append(ApiGet(layout.k8s_list("configmaps"), PRIORITY_STATE, timeout,
-                        api_path=f"/api/v1/namespaces/{istio_namespaces[0]}/configmaps"))
+    istio_namespaces += sorted({_ns(p) for p in d.cnis} - set(istio_namespaces))
+    paths = tuple(f"/api/v1/namespaces/{ns}/configmaps" for ns in istio_namespaces)
+    if len(paths) == 1:
+        tasks.append(ApiGet(layout.k8s_list("configmaps"), PRIORITY_STATE, timeout, api_path=paths[0]))
+    else:
+        tasks.append(MergedList(layout.k8s_list("configmaps"), PRIORITY_STATE, timeout, api_paths=paths))
 
     replicas = tuple((_ns(p), _name(p)) for p in d.istiods)
     for istiod in d.istiods:

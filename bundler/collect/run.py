@@ -183,9 +183,7 @@ def _fit(settings: CollectSettings, plan: Plan, outcomes: list[Outcome], describ
 
 
 def _pseudonymize(settings: CollectSettings, plan: Plan, outcomes: list[Outcome]):
-    import orjson
-
-    from bundler.pseudonymize import Pseudonymizer
+    from bundler.pseudonymize import Pseudonymizer, default_mapping_path
 
     pseudo = Pseudonymizer()
     pseudo.add_hostnames([n.get("metadata", {}).get("name", "") for n in plan.discovery.nodes])
@@ -194,8 +192,8 @@ def _pseudonymize(settings: CollectSettings, plan: Plan, outcomes: list[Outcome]
             o.spool.write_bytes(pseudo.apply_bytes(o.spool.read_bytes()))
             o.size = o.spool.stat().st_size
         o.task = _renamed(o.task, pseudo.apply_text(o.task.path))
-    mapping = settings.out.with_name(settings.out.name.removesuffix(".tar.zst") + ".pseudonyms.json")
-    mapping.write_bytes(orjson.dumps(pseudo.mapping(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    # Beside the archive, never inside it, readable by its owner only.
+    pseudo.write_mapping(default_mapping_path(settings.out))
     return pseudo
 
 

@@ -56,6 +56,38 @@ class ApiGet(Task):
 
 
 @dataclass(frozen=True)
+class MergedList(Task):
+    """One list gathered from several namespaces (the Istio ConfigMaps when istio-cni and istiod live apart,
+    as on GKE), written as one List of the same kind."""
+
+    api_paths: tuple[str, ...] = ()
+
+    def source(self) -> dict[str, Any]:
+        return {"type": "api", "verb": "list", "apiPaths": list(self.api_paths)}
+
+    def run(self, kube: Kube, sink: BinaryIO, timeout: float) -> tuple[Fetched, dict[str, Any]]:
+        import io
+
+        import orjson
+
+        merged: dict[str, Any] | None = None
+        for api_path in self.api_paths:
+            buf = io.BytesIO()
+            kube.fetch(api_path, buf, timeout=timeout, max_bytes=self.max_bytes)
+            try:
+                document = orjson.loads(buf.getvalue())
+            except orjson.JSONDecodeError:
+                raise FetchError(f"{api_path}: the API server answered something that is not JSON") from None
+            if merged is None:
+                merged = document
+            else:
+                merged.setdefault("items", []).extend(document.get("items") or [])
+        data = orjson.dumps(merged)
+        sink.write(data)
+        return Fetched(200, len(data), False, "application/json"), {}
+
+
+@dataclass(frozen=True)
 class PodLog(Task):
     namespace: str = ""
     pod: str = ""

@@ -96,7 +96,7 @@ def items(sm: SyntheticMesh) -> Iterator[Item]:
         ("endpointslices", "discovery.k8s.io", "/apis/discovery.k8s.io/v1/endpointslices", kube.endpointslices),
         ("events", "", "/api/v1/events", kube.events),
         ("networkpolicies", "networking.k8s.io", "/apis/networking.k8s.io/v1/networkpolicies", kube.networkpolicies),
-        ("configmaps", "", "/api/v1/namespaces/istio-system/configmaps", kube.configmaps),
+        ("configmaps", "", "/api/v1/namespaces/istio-system/configmaps", kube.configmaps),  # see below
         ("authorizationpolicies", "security.istio.io", "/apis/security.istio.io/v1/authorizationpolicies",
          kube.authorizationpolicies),
         ("peerauthentications", "security.istio.io", "/apis/security.istio.io/v1/peerauthentications",
@@ -105,7 +105,12 @@ def items(sm: SyntheticMesh) -> Iterator[Item]:
     )
     yield Item(layout.k8s_version(), _api("/version", "get"), lambda: kube_json(kube.version()))
     for resource, group, api_path, render in lists:
-        yield Item(layout.k8s_list(resource, group), _api(api_path), lambda render=render: kube_json(render()))
+        source = _api(api_path)
+        if resource == "configmaps" and sc.cni_namespace != "istio-system":
+            # The Istio ConfigMaps from two namespaces, merged into one list (as collect gathers them).
+            source = {"type": "api", "verb": "list", "apiPaths": [api_path,
+                      f"/api/v1/namespaces/{sc.cni_namespace}/configmaps"]}
+        yield Item(layout.k8s_list(resource, group), source, lambda render=render: kube_json(render()))
 
     replicas = [p.name for p in cluster.istiods]
     for istiod in cluster.istiods:

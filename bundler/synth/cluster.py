@@ -260,7 +260,9 @@ def build_cluster(scenario: Scenario) -> Cluster:
     version = scenario.istio_version
 
     namespace_specs = list(scenario.namespaces) + _bulk_namespaces(scenario)
-    namespaces: dict[str, dict[str, str]] = {ISTIO_NAMESPACE: {"kubernetes.io/metadata.name": ISTIO_NAMESPACE}}
+    namespaces: dict[str, dict[str, str]] = {
+        ns: {"kubernetes.io/metadata.name": ns}
+        for ns in sorted({ISTIO_NAMESPACE, scenario.ztunnel_namespace, scenario.cni_namespace})}
     for ns in namespace_specs:
         namespaces[ns.name] = {"kubernetes.io/metadata.name": ns.name, **ns.labels}
 
@@ -277,14 +279,14 @@ def build_cluster(scenario: Scenario) -> Cluster:
     ztunnels: dict[str, Pod] = {}
     cni_pods: dict[str, Pod] = {}
     for node in nodes:
-        zt = add_pod(f"ztunnel-{ids.suffix(5, 'ztunnel', node.name)}", ISTIO_NAMESPACE, node,
+        zt = add_pod(f"ztunnel-{ids.suffix(5, 'ztunnel', node.name)}", scenario.ztunnel_namespace, node,
                      labels={"app": "ztunnel", "sidecar.istio.io/inject": "false", "istio.io/dataplane-mode": "none"},
                      annotations={}, service_account="ztunnel", app="ztunnel", version=version, ports=(15020, 15021),
                      created=boot, owner_kind="DaemonSet", owner_name="ztunnel", workload_name="ztunnel",
                      image=f"docker.io/istio/ztunnel:{version}-distroless", container="istio-proxy",
                      component="ztunnel")
         ztunnels[node.name] = zt
-        cni = add_pod(f"istio-cni-node-{ids.suffix(5, 'cni', node.name)}", ISTIO_NAMESPACE, node,
+        cni = add_pod(f"istio-cni-node-{ids.suffix(5, 'cni', node.name)}", scenario.cni_namespace, node,
                       labels={"k8s-app": "istio-cni-node", "sidecar.istio.io/inject": "false"}, annotations={},
                       service_account="istio-cni", app="istio-cni-node", version=version, ports=(15014,),
                       created=boot, owner_kind="DaemonSet", owner_name="istio-cni-node",

@@ -206,7 +206,7 @@ class KubeRenderer:
              "metadata": self._meta("istio", ISTIO_NAMESPACE, boot, labels={"app": "istiod", "istio.io/rev": "default"}),
              "data": {"mesh": mesh, "meshNetworks": "networks: {}"}},
             {"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": self._meta("istio-cni-config", ISTIO_NAMESPACE, boot, labels={"app": "istio-cni"}),
+             "metadata": self._meta("istio-cni-config", self.sc.cni_namespace, boot, labels={"app": "istio-cni"}),
              "data": {"AMBIENT_ENABLED": "true", "AMBIENT_DNS_CAPTURE": "true" if self.sc.at_least(1, 25) else "false",
                       "AMBIENT_IPV6": "true", "CURRENT_AGENT_VERSION": self.cluster.cni_version,
                       "EXCLUDED_NAMESPACES": "kube-system", "CHAINED_CNI_PLUGIN": "true", "LOG_LEVEL": "info"}},

@@ -8,7 +8,7 @@ scenario and seed always give the same cluster, byte for byte. docs/synth.md doc
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,8 @@ class Scenario:
     faults: tuple[FaultSpec, ...]
     generate: GenerateSpec
     source_path: str = ""
+    ztunnel_namespace: str = "istio-system"  # GKE installs ztunnel and istio-cni in kube-system
+    cni_namespace: str = "istio-system"
 
     @property
     def istio_minor(self) -> tuple[int, int]:
@@ -299,7 +301,7 @@ def scenario_from_dict(data: Any, source_path: str = "") -> Scenario:
     r.unknown_keys({
         "name", "seed", "istioVersion", "kubernetesVersion", "now", "window", "logFormat", "clusterId",
         "trustDomain", "nodes", "istiod", "namespaces", "authorizationPolicies", "peerAuthentications",
-        "traffic", "faults", "generate",
+        "traffic", "faults", "generate", "istioNamespaces",
     })
     version = str(r.get("istioVersion", (str, float), "1.28.1"))
     minor = parse_minor(version)
@@ -387,6 +389,10 @@ def scenario_from_dict(data: Any, source_path: str = "") -> Scenario:
         generate=generate,
         source_path=source_path,
     )
+    placement = _Reader(r.get("istioNamespaces", dict, {}), "scenario.istioNamespaces")
+    placement.unknown_keys({"ztunnel", "cni"})
+    scenario = replace(scenario, ztunnel_namespace=placement.name("ztunnel", "istio-system"),
+                       cni_namespace=placement.name("cni", "istio-system"))
     if scenario.istiod_replicas < 1:
         raise ScenarioError("istiod.replicas: at least one istiod replica is needed")
     return scenario
