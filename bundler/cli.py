@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "collect": "bundler.commands.collect:command",
     "rbac": "bundler.commands.rbac:command",
     "pack": "bundler.commands.pack:command",
+    "analyze": "bundler.commands.analyze:command",
 }
 
 
