@@ -24,7 +24,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_starts_with_the_two_setup_commands():
     install_and_run, test = readme_commands()[:2]
-    assert install_and_run.startswith("pip install . && bundle ")
+    assert install_and_run.startswith("pip install . && bundle analyze samples/bookinfo-incident.tar.zst")
     assert "samples/bookinfo-" in install_and_run
     assert test.startswith("pip install -e '.[test]' && ") and "pytest" in test
 
@@ -35,15 +35,20 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert test in lines
 
 
-def test_readme_first_command_works_on_the_sample():
-    # The first command's `bundle ...` parts, run against this checkout's installed CLI.
+def test_readme_first_command_works_on_the_sample(tmp_path):
+    # The first command's `bundle ...` parts, run against this checkout's installed CLI; outputs go to tmp_path.
     install_and_run = readme_commands()[0]
     for part in install_and_run.split(" && ")[1:]:
         args = part.split()
         assert args[0] == "bundle"
-        result = subprocess.run([sys.executable, "-m", "bundler", *args[1:]], cwd=REPO, capture_output=True, text=True)
+        args = [str(REPO / a) if a.startswith("samples/") else a for a in args[1:]]
+        if "-o" in args:
+            args[args.index("-o") + 1] = str(tmp_path / args[args.index("-o") + 1])
+        result = subprocess.run([sys.executable, "-m", "bundler", *args], cwd=tmp_path, capture_output=True, text=True)
         assert result.returncode == 0, (part, result.stderr)
-        assert result.stdout.strip()
+        assert "findings" in result.stdout
+    report = tmp_path / "bookinfo-incident-report.html"
+    assert report.exists() and b"cert-expired" in report.read_bytes()
 
 
 @pytest.mark.slow
