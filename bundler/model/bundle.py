@@ -16,6 +16,8 @@ import contextlib
 import gc
 import hashlib
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -174,12 +176,43 @@ class BundleModel:
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> BundleModel:
         """Open an archive (``.tar.zst``), ``.zip`` parts or an extracted directory. BundleFormatError when it is
-        not a bundle at all."""
-        return cls(open_bundle(path), owns_bundle=True)
+        not a bundle at all.
+
+        An archive is extracted (safely) to a temporary folder when the disk has room for it: analyzers read
+        members in any order, and random access into one zstd stream means decompressing from its start each
+        time (quadratic in the bundle's size). Without room, the archive is read in place, slowly."""
+        bundle = open_bundle(path)
+        if not getattr(bundle, "is_archive", False):
+            return cls(bundle, owns_bundle=True)
+        try:
+            total = sum(m.size for m in bundle.members())
+        except BundleError:
+            return cls(bundle, owns_bundle=True)
+        folder = tempfile.mkdtemp(prefix="ztunnel-bundle-analyze-")
+        if shutil.disk_usage(folder).free < 2 * total + (256 << 20):
+            shutil.rmtree(folder, ignore_errors=True)
+            return cls(bundle, owns_bundle=True)
+        try:
+            root = bundle.extract(folder)
+            extracted = open_bundle(root)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            bundle.close()
+            raise
+        source = getattr(bundle, "source", path)
+        bundle.close()
+        extracted.source = source  # messages name what the user gave, not the temporary folder
+        model = cls(extracted, owns_bundle=True)
+        model._cleanup = folder
+        return model
 
     def close(self) -> None:
         if self._owns:
             self.bundle.close()
+        folder = getattr(self, "_cleanup", None)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+            self._cleanup = None
 
     def __enter__(self) -> BundleModel:
         return self
