@@ -72,6 +72,26 @@ _RECORD = tarfile.RECORDSIZE  # 10240: the archive is padded to a multiple of it
 _CHUNK = 1 << 20
 _TAR_BUFSIZE = 1 << 16
 MAX_MANIFEST_BYTES = 256 << 20
+# Decompression-bomb limits: a stranger's archive may declare (or decompress to) anything. A real bundle's
+# largest members are ztunnel dumps (tens of MB at 20k pods) and capped logs (50 MB each by default); the
+# limits leave a wide margin and can be raised by the environment for exceptional bundles.
+MAX_MEMBER_BYTES = 4 << 30
+MAX_TOTAL_BYTES = 128 << 30
+MAX_READ_BYTES = 1 << 30
+
+
+def _check_readable(source: object, path: str, size: int) -> None:
+    limit = _limit("MAX_READ_BYTES", MAX_READ_BYTES)
+    if size > limit:
+        raise BundleFormatError(f"{source}: member {path!r} is larger than {limit:,} bytes "
+                                "(ZTUNNEL_BUNDLE_MAX_READ_BYTES): too big to read into memory")
+
+
+def _limit(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(f"ZTUNNEL_BUNDLE_{name}", default))
+    except ValueError:
+        return default
 
 _ZSTD_MAGIC = 0xFD2FB528
 _ZSTD_SKIPPABLE_MASK = 0xFFFFFFF0
@@ -604,7 +624,9 @@ class Bundle:
         raise MemberNotFound(f"{self.source}: no member {path!r}")
 
     def read(self, path: str) -> bytes:
-        """The whole content of member ``path`` (MemberNotFound if there is none)."""
+        """The whole content of member ``path`` (MemberNotFound if there is none). Members over the read limit
+        are refused: stream them with :meth:`open`."""
+        _check_readable(self.source, path, self.size(path))
         with self.open(path) as fh:
             return fh.read()
 
@@ -1079,6 +1101,9 @@ class ArchiveBundle(Bundle):
             seen: dict[str, tuple[int, int]] = {}
             order: list[Member] = []
             manifest_raw: bytes | None = None
+            total = 0
+            max_member = _limit("MAX_MEMBER_BYTES", MAX_MEMBER_BYTES)
+            max_total = _limit("MAX_TOTAL_BYTES", MAX_TOTAL_BYTES)
             while True:
                 with _guard(self.source):
                     info = tar.next()
@@ -1090,6 +1115,13 @@ class ArchiveBundle(Bundle):
                     continue
                 if path in seen:
                     raise BundleFormatError(f"{self.source}: member {path!r} appears twice")
+                if info.size > max_member:
+                    raise BundleFormatError(f"{self.source}: member {path!r} is {info.size:,} bytes, over the "
+                                            f"{max_member:,}-byte limit (ZTUNNEL_BUNDLE_MAX_MEMBER_BYTES)")
+                total += info.size
+                if total > max_total:
+                    raise BundleFormatError(f"{self.source}: the members add up to more than {max_total:,} "
+                                            "bytes (ZTUNNEL_BUNDLE_MAX_TOTAL_BYTES): refusing a decompression bomb")
                 seen[path] = (info.offset_data, info.size)
                 order.append(Member(path, info.size))
                 fileobj: BinaryIO | None = None
@@ -1179,6 +1211,7 @@ class ArchiveBundle(Bundle):
 
     def read(self, path: str) -> bytes:
         offset, size = self._locate(path)
+        _check_readable(self.source, path, size)
         stream = self._stream_at(offset)
         try:
             with _guard(self.source):

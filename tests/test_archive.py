@@ -692,3 +692,51 @@ def test_directory_with_several_bundles_is_ambiguous(archive: Path, tmp_path: Pa
     shutil.copytree(tmp_path / "out" / ROOT, tmp_path / "out" / "second")
     with pytest.raises(BundleFormatError, match="several bundles"):
         open_bundle(tmp_path / "out")
+
+
+# --- decompression-bomb limits --------------------------------------------------------------------------------
+
+
+def _zeros_bundle(path, size):
+    from bundler.archive import BundleWriter
+
+    with BundleWriter(path, root="bomb", mtime=1764000000) as w:
+        w.add("ztunnel/n1/z/logs/istio-proxy.log", b"\0" * size, source={"type": "logs"})
+    return path
+
+
+def test_member_over_the_limit_is_refused(tmp_path, monkeypatch):
+    from bundler.archive import open_bundle
+    from bundler.errors import BundleFormatError
+
+    path = _zeros_bundle(tmp_path / "bomb.tar.zst", 2 << 20)
+    assert path.stat().st_size < 10_000  # 2 MB of zeros compress to almost nothing
+    monkeypatch.setenv("ZTUNNEL_BUNDLE_MAX_MEMBER_BYTES", str(1 << 20))
+    with pytest.raises(BundleFormatError, match="over the .*-byte limit"):
+        with open_bundle(path) as b:
+            list(b.iter_members())
+
+
+def test_total_over_the_limit_is_refused_and_extraction_writes_nothing(tmp_path, monkeypatch):
+    from bundler.archive import extract_bundle
+    from bundler.errors import BundleFormatError
+
+    path = _zeros_bundle(tmp_path / "bomb.tar.zst", 2 << 20)
+    monkeypatch.setenv("ZTUNNEL_BUNDLE_MAX_TOTAL_BYTES", str(1 << 20))
+    target = tmp_path / "out"
+    with pytest.raises(BundleFormatError, match="decompression bomb"):
+        extract_bundle(path, target)
+    assert not (target / "bomb").exists()
+
+
+def test_read_refuses_a_member_too_big_for_memory(tmp_path, monkeypatch):
+    from bundler.archive import open_bundle
+    from bundler.errors import BundleFormatError
+
+    path = _zeros_bundle(tmp_path / "big.tar.zst", 2 << 20)
+    monkeypatch.setenv("ZTUNNEL_BUNDLE_MAX_READ_BYTES", str(1 << 20))
+    with open_bundle(path) as b:
+        with pytest.raises(BundleFormatError, match="too big to read into memory"):
+            b.read("ztunnel/n1/z/logs/istio-proxy.log")
+        with b.open("ztunnel/n1/z/logs/istio-proxy.log") as fh:  # streaming still works
+            assert len(fh.read()) == 2 << 20
