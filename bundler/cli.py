@@ -22,6 +22,10 @@ COMMANDS: dict[str, str] = {
     "rbac": "bundler.commands.rbac:command",
     "pack": "bundler.commands.pack:command",
     "analyze": "bundler.commands.analyze:command",
+    "ztunnel-config": "bundler.commands.ztunnel_config:command",
+    "logs": "bundler.commands.logs:command",
+    "metrics": "bundler.commands.metrics:command",
+    "diff": "bundler.commands.diff:command",
 }
 
 

@@ -70,3 +70,16 @@ def test_evidence_points_at_files_of_the_bundle(incident):
 
 def test_fail_on_error_exits_3_on_the_incident():
     assert analyze(SAMPLES / "bookinfo-incident.tar.zst", "--fail-on", "error")[0] == 3
+
+
+def test_an_altered_member_is_an_integrity_finding(tmp_path):
+    from bundler.archive import extract_bundle
+
+    damaged = extract_bundle(SAMPLES / "bookinfo-incident.tar.zst", tmp_path)
+    metrics = next(damaged.glob("ztunnel/*/*/metrics.txt"))
+    metrics.write_text(metrics.read_text().replace("istio_build", "istio_bulid", 1))
+    _, report = analyze(damaged)
+    altered = [f for f in report["findings"] if f["analyzer"] == "integrity" and f["code"] == "member-altered"]
+    assert altered and altered[0]["severity"] == "error"
+    _, clean = analyze(SAMPLES / "bookinfo-incident.tar.zst")
+    assert not [f for f in clean["findings"] if f["analyzer"] == "integrity"]

@@ -1,0 +1,1 @@
+"""Pure renderers of bundle data (no I/O)."""
