@@ -1147,6 +1147,10 @@ def _log_pieces(index: LogIndex, tail: int | None, since_ns: int | None, timesta
         yield data[starts[i]:ends[i]]
 
 
+# The pause between paced chunks; a module attribute so that tests can observe the pacing without waiting.
+_pace_sleep = asyncio.sleep
+
+
 async def _write_limited(response: web.StreamResponse, pieces: Iterable[bytes | memoryview], limit: int | None,
                          rate: int | None) -> None:
     """Write the pieces in chunks of about 64 KiB, stopping after ``limit`` bytes; at ``rate`` bytes/s if given."""
@@ -1169,7 +1173,7 @@ async def _write_limited(response: web.StreamResponse, pieces: Iterable[bytes | 
             # Paced against the clock, so that sleeping longer than asked does not add up.
             delay = start + sent / rate - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await _pace_sleep(delay)
             await response.write(piece)
 
     for piece in pieces:
