@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from analyzers.logs import (
@@ -34,6 +33,7 @@ from analyzers.logs import (
 from bundler import layout
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
 from bundler.formats import openmetrics
+from bundler.manifest import timestamp as _ts
 
 MIN_CONNECTIONS = 30
 P_THRESHOLD = 0.001
@@ -222,14 +222,6 @@ def _metric_counts(model: Any) -> tuple[dict[str, Counter], list[str]]:
             paths.append(ref.metrics_path)
     return counts, paths[:3]
 
-
-def _ts(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def chi2_sf(statistic: float, df: int) -> float:

@@ -36,6 +36,7 @@ from analyzers.logs import (
 )
 from bundler import layout
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
+from bundler.manifest import timestamp as _ts
 
 MATCH_WINDOW = 3.0  # seconds between an outbound line and its inbound twin when only the source IP matches
 EDGE_MARGIN = 10.0  # seconds at the edges of a log's span where a missing twin may be a collection-time artefact
@@ -308,16 +309,6 @@ def _coverage(model: Any, log: Any, first: float | None, last: float | None) -> 
         return None
     return lo, hi
 
-
-def _ts(value: Any) -> float | None:
-    from datetime import datetime
-
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _restarted(model: Any, ref: Any) -> bool:

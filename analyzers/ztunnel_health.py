@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -20,6 +19,7 @@ from analyzers.logs import meta
 from bundler import layout
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
 from bundler.formats import openmetrics
+from bundler.manifest import timestamp as _ts
 
 TAIL_LINES = 5
 FD_RATIO = 0.9
@@ -226,11 +226,3 @@ def _fds(model: Any, ref: Any) -> tuple[int, int] | None:
         return int(open_[0]), int(max_[0])
     return None
 
-
-def _ts(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

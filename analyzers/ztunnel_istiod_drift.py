@@ -265,7 +265,7 @@ class _Comparison:
     # -- the three cases ----------------------------------------------------------------------------------------
 
     def _missing(self, kind: str, key: str, obj: Any) -> Finding | None:
-        zt, ref = self.zt, self.ref
+        zt = self.zt
         local = kind == "workloads" and obj.node == zt.node
         if self.on_demand and not local:
             return None  # an on-demand ztunnel fetches remote entries when first needed

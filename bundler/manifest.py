@@ -57,6 +57,24 @@ def rfc3339(value: datetime | float | int) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(value: object) -> datetime | None:
+    """An RFC 3339 string (``Z`` or an offset) as an aware UTC datetime; None for anything else. Every reader of
+    bundle times (manifest, Kubernetes objects, certificates, logs) uses this one."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def timestamp(value: object) -> float | None:
+    """``parse_time`` as seconds since the epoch."""
+    moment = parse_time(value)
+    return moment.timestamp() if moment is not None else None
+
+
 def is_rfc3339_utc(value: object) -> bool:
     """True when ``value`` is an RFC 3339 UTC timestamp string (``...Z``, optional fractional seconds)."""
     return isinstance(value, str) and _RFC3339.match(value) is not None

@@ -211,7 +211,6 @@ class Kube:
               subresource: str | None = None) -> bool | None:
         """A SelfSubjectAccessReview; None when the review itself cannot be made."""
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
         attrs: dict[str, Any] = {"verb": verb, "resource": resource, "group": group}
         if namespace:

@@ -35,7 +35,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -43,6 +43,7 @@ import orjson
 from aiohttp import web
 
 from bundler.serve.state import ResourceType, ServedCluster
+from bundler.manifest import parse_time
 
 READ_ONLY_MESSAGE = ("the server does not allow this method on the requested resource: "
                      "this cluster is a read-only bundle served by ztunnel-bundle")
@@ -99,15 +100,6 @@ class _Reply(Exception):
 
 
 # --- times, as kubectl shows them --------------------------------------------------------------------------------
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
-    except ValueError:
-        return None
 
 
 def human_duration(seconds: float) -> str:

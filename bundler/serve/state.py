@@ -22,7 +22,7 @@ import orjson
 
 from bundler import layout
 from bundler.errors import BundleError
-from bundler.manifest import Artifact, Manifest
+from bundler.manifest import Artifact, Manifest, parse_time
 
 NOT_CONNECTED = "Proxy not connected to this Pilot instance. It may be connected to another instance.\n"
 
@@ -297,10 +297,7 @@ def _content_type(path: str) -> str:
 
 
 def _parse_time(value: str) -> datetime:
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
-    except (ValueError, AttributeError):
-        return datetime.now(timezone.utc)
+    return parse_time(value) or datetime.now(timezone.utc)
 
 
 # --- sources ---------------------------------------------------------------------------------------------------

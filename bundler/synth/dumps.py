@@ -66,7 +66,6 @@ class DumpRenderer:
     # --- ztunnel ---------------------------------------------------------------------------------------------
 
     def ztunnel_dump(self, node: str) -> dict[str, Any]:
-        sc = self.cluster.scenario
         version = self.cluster.ztunnel_versions[node]
         minor = _minor(version)
         missing = self.fx.missing_workloads.get(node, set())
