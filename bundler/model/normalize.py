@@ -19,7 +19,7 @@ import base64
 import binascii
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from bundler.model.types import (
@@ -546,12 +546,8 @@ def ztunnel_view(
 
     raw_services_seen = False
     workloads: dict[str, Workload] = {}
-    for pointer, raw in _entries(doc.get("workloads"), "workloads"):
-        try:
-            wl = ztunnel_workload(raw)
-        except Exception as exc:  # noqa: BLE001 - a bad entry is left out, never fatal
-            issues.append((pointer, f"workload left out: {_reason(exc)}"))
-            continue
+    for pointer, raw, wl in _converted(_entries(doc.get("workloads"), "workloads"), ztunnel_workload, "workload",
+                                       issues):
         if wl.uid in workloads:
             continue  # 1.22 map: one entry per address of the same workload
         raw_services_seen = raw_services_seen or (isinstance(raw, dict) and "services" in raw)
@@ -560,12 +556,8 @@ def ztunnel_view(
     status_of = {uid: wl.status for uid, wl in workloads.items()}
 
     services: dict[str, Service] = {}
-    for pointer, raw in _entries(doc.get("services"), "services"):
-        try:
-            svc = ztunnel_service(raw, status_of)
-        except Exception as exc:  # noqa: BLE001 - a bad entry is left out, never fatal
-            issues.append((pointer, f"service left out: {_reason(exc)}"))
-            continue
+    for pointer, _, svc in _converted(_entries(doc.get("services"), "services"),
+                                      lambda raw: ztunnel_service(raw, status_of), "service", issues):
         if svc.key in services:
             continue  # 1.22 map: one entry per VIP of the same service
         services[svc.key] = _intern(intern, svc)
@@ -585,23 +577,14 @@ def ztunnel_view(
     view.workloads = {uid: _intern(intern, wl) for uid, wl in workloads.items()}
     view.services = services
 
-    for pointer, raw in _entries(doc.get("policies"), "policies"):
-        try:
-            pol = ztunnel_policy(raw)
-        except Exception as exc:  # noqa: BLE001 - a bad entry is left out, never fatal
-            issues.append((pointer, f"policy left out: {_reason(exc)}"))
-            continue
+    for pointer, _, pol in _converted(_entries(doc.get("policies"), "policies"), ztunnel_policy, "policy", issues):
         if pol.key in view.policies:
             continue
         view.policies[pol.key] = _intern(intern, pol)
         pointers[("policies", pol.key)] = pointer
 
-    for pointer, raw in _entries(doc.get("certificates"), "certificates"):
-        try:
-            cert = ztunnel_certificate(raw)
-        except Exception as exc:  # noqa: BLE001 - a bad entry is left out, never fatal
-            issues.append((pointer, f"certificate left out: {_reason(exc)}"))
-            continue
+    for pointer, _, cert in _converted(_entries(doc.get("certificates"), "certificates"), ztunnel_certificate,
+                                       "certificate", issues):
         view.certificates.append(cert)
         pointers.setdefault(("certificates", cert.identity), pointer)
 
@@ -837,25 +820,19 @@ def istiod_view(
                       policies_path=policies_path)
     issues, pointers = view.issues, view.pointers
     endpoints: dict[str, list[Endpoint]] = {}
-    for pointer, raw in workloads:
-        try:
-            wl, service_ports = istiod_workload(raw, prefer_text)
-        except Exception as exc:  # noqa: BLE001 - a bad entry is left out, never fatal
-            issues.append((pointer, f"workload left out: {_reason(exc)}"))
-            continue
+    for pointer, _, (wl, service_ports) in _converted(workloads, lambda raw: istiod_workload(raw, prefer_text),
+                                                      "workload", issues):
         if wl.uid in view.workloads:
             continue
         view.workloads[wl.uid] = _intern(intern, wl)
         pointers[("workloads", wl.uid)] = pointer
         for key, ports in service_ports.items():
             endpoints.setdefault(key, []).append(Endpoint(wl.uid, ports, wl.status))
-    for pointer, raw in services:
-        try:
-            key = f"{_str(raw, 'namespace')}/{_str(raw, 'hostname')}" if isinstance(raw, dict) else ""
-            svc = istiod_service(raw, endpoints.get(key, ()), prefer_text)
-        except Exception as exc:  # noqa: BLE001 - a bad entry is left out, never fatal
-            issues.append((pointer, f"service left out: {_reason(exc)}"))
-            continue
+    def service(raw: Any) -> Service:
+        key = f"{_str(raw, 'namespace')}/{_str(raw, 'hostname')}" if isinstance(raw, dict) else ""
+        return istiod_service(raw, endpoints.get(key, ()), prefer_text)
+
+    for pointer, _, svc in _converted(services, service, "service", issues):
         if svc.key in view.services:
             continue
         view.services[svc.key] = _intern(intern, svc)
@@ -863,17 +840,24 @@ def istiod_view(
     for key, eps in endpoints.items():
         if key not in view.services:
             view.staged_services[key] = tuple(sorted(eps, key=lambda e: e.workload_uid))
-    for pointer, raw in policies:
-        try:
-            pol = istiod_policy(raw)
-        except Exception as exc:  # noqa: BLE001 - a bad entry is left out, never fatal
-            issues.append((pointer, f"policy left out: {_reason(exc)}"))
-            continue
+    for pointer, _, pol in _converted(policies, istiod_policy, "policy", issues):
         if pol.key in view.policies:
             continue
         view.policies[pol.key] = _intern(intern, pol)
         pointers[("policies", pol.key)] = pointer
     return view
+
+
+def _converted(entries: Iterable[tuple[str, Any]], convert: Callable[[Any], Any], what: str,
+               issues: list[tuple[str, str]]) -> Iterator[tuple[str, Any, Any]]:
+    """(pointer, raw, converted) for each entry that converts; a bad entry is left out with an issue, never fatal."""
+    for pointer, raw in entries:
+        try:
+            converted = convert(raw)
+        except Exception as exc:  # noqa: BLE001 - a bad entry is left out, never fatal
+            issues.append((pointer, f"{what} left out: {_reason(exc)}"))
+            continue
+        yield pointer, raw, converted
 
 
 def _configs(doc: Any, what: str) -> list[Any]:
