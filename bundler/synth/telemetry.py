@@ -8,7 +8,9 @@ counters with ``reporter="source"`` / ``"destination"``.
 
 from __future__ import annotations
 
+import hashlib
 import random
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -224,11 +226,12 @@ class TelemetryBuilder:
                                         "Connection refused (os error 111), retrying in 15s", spans=xds_span))
                 tel.counters[("istio_xds_connection_terminations", (("reason", "ConnectionError"),))] += 1
         if node in self.fx.xds_nack:
+            rejected = self._rejected_resource()
+            nonce = str(uuid.UUID(bytes=hashlib.sha256(f"{self.sc.seed}/nonce/{node}".encode()).digest()[:16]))
             for t in self._every(timedelta(minutes=5), f"nack/{node}"):
                 tel.current.append(_rec(t, "error", "xds::client", "sending response",
-                                        (("type_url", ADDRESS_TYPE), ("nonce", "5f0c6b1e-0c7a-4e55-9d43-8b1f2a8c7e21"),
-                                         ("type", "Nack"), ("error", "Kubernetes//Pod/bookinfo/ratings: "
-                                                                    "unknown enum: invalid target")),
+                                        (("type_url", ADDRESS_TYPE), ("nonce", nonce), ("type", "Nack"),
+                                         ("error", f"{rejected}: unknown enum: invalid target")),
                                         spans=xds_span))
         for (cert_node, identity), state in sorted(self.fx.cert_state.items()):
             if cert_node != node or state not in ("unavailable", "initializing"):
@@ -245,6 +248,11 @@ class TelemetryBuilder:
                 continue
             for t in self._every(timedelta(minutes=3), f"missing/{node}/{key}"):
                 tel.current.append(_rec(t, "warn", "state", f"timed out waiting for workload '{pod.ip}' from xds"))
+
+    def _rejected_resource(self) -> str:
+        """The workload a NACK names: the scenario's first app workload (what istiod sent and ztunnel refused)."""
+        pods = sorted((p for p in self.mesh.workload_pods if p.component == "app"), key=lambda p: p.key)
+        return pods[0].istio_uid(self.sc.cluster_id) if pods else f"{self.sc.cluster_id}//Pod/istio-system/istiod"
 
     def _gauges(self, node: str, tel: NodeTelemetry) -> None:
         version = self.cluster.ztunnel_versions[node]
@@ -277,13 +285,14 @@ class TelemetryBuilder:
                 counter += 1
                 for t in self._every(timedelta(minutes=5), f"istiod-nack/{node}"):
                     out[replica].append(istio_log.IstioLogRecord(
-                        t, "warn", "ads", f"ADS:WADS: ACK ERROR {zt.name}.{zt.namespace}-{counter} "
+                        t, "warn", "ads", f"ADS:WDS: ACK ERROR {zt.name}.{zt.namespace}-{counter} "
                         "Internal:rejected: unknown enum: invalid target"))
+        namespace = next((p.namespace for p in self.mesh.workload_pods if p.component == "app"), "istio-system")
         for replica in out:
             for t in self._every(timedelta(minutes=10), f"push/{replica}"):
                 out[replica].append(istio_log.IstioLogRecord(
-                    t, "info", "ads", "Push debounce stable[12] 1 for config Pod/bookinfo: 100.2ms since last change, "
-                    "100.3ms since last push, full=false"))
+                    t, "info", "ads", f"Push debounce stable[12] 1 for config Pod/{namespace}: 100.2ms since last "
+                    "change, 100.3ms since last push, full=false"))
             out[replica].sort(key=lambda r: r.time)
         return out
 
