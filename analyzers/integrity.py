@@ -34,7 +34,8 @@ class Integrity(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterator[Finding]:
         try:
-            result = verify_bundle(ctx.model.bundle)
+            # an archive was hashed while the model read it (bundler/model/onepass.py): not read a second time
+            result = verify_bundle(ctx.model.bundle, getattr(ctx.model, "digests", None))
         except BundleError as exc:
             yield ctx.finding("manifest-problem", f"the bundle could not be checked: {exc}",
                               title=_TITLES["manifest"][2], severity="error",

@@ -3,7 +3,8 @@ of that ztunnel.
 
 The reference is istiod's per-proxy dump (``/debug/config_dump?proxyID=``, with the policies of its WADS dump)
 when it holds anything, else ``/debug/ambientz`` (istiod's global set: on Istio >= 1.25 the per-proxy dump is
-empty, formats.md 3.2); every message says which one was used. ztunnels are streamed one at a time.
+empty, formats.md 3.2); every message says which one was used. ztunnels that agree share their dicts, and each
+distinct pair of dicts is compared once.
 
 * present in istiod only (``missing-*``): ztunnel did not apply what istiod sends (NACK, stream down or
   stuck). A missing workload of the ztunnel's own node is critical: its connections fail with "timed out
@@ -33,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bundler import layout
+from bundler.analysis.dig import dig
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
 
 DOCS = "https://istio.io/latest/docs/ambient/usage/troubleshoot-ztunnel/"
@@ -182,7 +184,7 @@ def pod_is_young(model: Any, namespace: str, name: str, now: datetime | None) ->
     pod = model.pod(namespace, name)
     if pod is None:
         return False
-    created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+    created = parse_time(dig(pod, "metadata", "creationTimestamp"))
     return created is not None and now - created < YOUNG
 
 
@@ -211,13 +213,14 @@ class ZtunnelIstiodDrift(Analyzer):
         namespaces = set(model.namespaces())
         rows: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
+        key_diffs: dict[tuple[int, int], Any] = {}
         for zt in model.ztunnels():
             ref = model.istiod_view(zt.pod)
             if ref is None:
                 skipped.append({"ztunnel": zt.pod, "node": zt.node,
                                 "reason": "no istiod view of this ztunnel (per-proxy dump nor ambientz)"})
                 continue
-            yield from _Comparison(ctx, zt, ref, dump_time(model, zt.path, now), namespaces, rows).run()
+            yield from _Comparison(ctx, zt, ref, dump_time(model, zt.path, now), namespaces, rows, key_diffs).run()
         ctx.view("drift", rows[:MAX_VIEW_ROWS])
         if skipped:
             ctx.view("driftSkipped", skipped)
@@ -227,8 +230,9 @@ class _Comparison:
     """One ztunnel against istiod's view of it."""
 
     def __init__(self, ctx: Context, zt: Any, ref: Any, now: datetime | None, namespaces: set[str],
-                 rows: list[dict[str, Any]]) -> None:
+                 rows: list[dict[str, Any]], key_diffs: dict[tuple[int, int], Any] | None = None) -> None:
         self.ctx, self.zt, self.ref, self.now, self.namespaces, self.rows = ctx, zt, ref, now, namespaces, rows
+        self.key_diffs = key_diffs if key_diffs is not None else {}
         self.reference = "istiod per-proxy" if ref.source == "per-proxy" else "ambientz"
         self.cluster_id = str(zt.config.get("clusterId") or "Kubernetes")
         self.domain = str(zt.config.get("clusterDomain") or "cluster.local")
@@ -243,24 +247,34 @@ class _Comparison:
             if kind == "policies" and ref.policies_path is None:
                 continue  # istiod's policies were not collected: unknown, not "none"
             ours, theirs = getattr(zt, kind), getattr(ref, kind)
-            for key in sorted(theirs.keys() - ours.keys()):
+            missing, extra, changed = self._key_diff(ours, theirs)
+            for key in missing:
                 finding = self._missing(kind, key, theirs[key])
                 if kind == "workloads":
                     skip_uids.add(key)
                 if finding is not None:
                     yield from self._emit(finding)
-            for key in sorted(ours.keys() - theirs.keys()):
+            for key in extra:
                 if kind == "workloads":
                     skip_uids.add(key)
                 yield from self._emit(self._extra(kind, key, ours[key]))
-            for key in sorted(ours.keys() & theirs.keys()):
+            for key in changed:
                 a, b = ours[key], theirs[key]
-                if a is b:
-                    continue  # the model interns equal objects
                 finding = self._differs(kind, key, a, b, skip_uids)
                 if finding is not None:
                     yield from self._emit(finding)
         yield from self._summaries()
+
+    def _key_diff(self, ours: Any, theirs: Any) -> tuple[list[str], list[str], list[str]]:
+        """Keys only istiod has, keys only ztunnel has, and keys whose objects differ (the model interns equal
+        objects: ``is`` tells). ztunnels that agree share their dicts (bundler/model/sections.py), and so this."""
+        memo_key = (id(ours), id(theirs))
+        found = self.key_diffs.get(memo_key)
+        if found is None:
+            found = (sorted(theirs.keys() - ours.keys()), sorted(ours.keys() - theirs.keys()),
+                     sorted(k for k in ours.keys() & theirs.keys() if ours[k] is not theirs[k]), ours, theirs)
+            self.key_diffs[memo_key] = found  # keeps both dicts alive, so their ids stay theirs
+        return found[0], found[1], found[2]
 
     # -- the three cases ----------------------------------------------------------------------------------------
 

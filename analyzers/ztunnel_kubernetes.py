@@ -3,7 +3,8 @@
 Pods come from ``cluster/pods.json``; "ambient-expected" is istio-cni's default enablement predicate
 (failure-modes.md 0.6) with the ``EXCLUDED_NAMESPACES`` of the ``istio-cni-config`` ConfigMap (default
 ``kube-system``). Pods without an IP, finished pods and terminating pods are left out (istiod does not send the
-first two and keeps the last as Unhealthy). ztunnels are streamed one at a time.
+first two and keeps the last as Unhealthy). What does not depend on a ztunnel's own node is worked out once
+per distinct workload set.
 
 Per ztunnel, for every pod:
   * ``missing-workload``: a pod with an IP has no workload (uid ``<cluster>//Pod/<ns>/<name>``) in this ztunnel.
@@ -253,6 +254,73 @@ class _Across:
     sightings: list[tuple[tuple[str, str, str, str], str]] = field(default_factory=list)
 
 
+@dataclass
+class _Plan:
+    """What a workload set says against the pods, whichever ztunnel holds it: pods without a workload, sightings
+    (mismatches, stale workloads, duplicate IPs) and, by node, each running pod with its workload (or None)."""
+
+    workloads: Any  # keeps the dict (and so its id, the plan's key) alive
+    missing: list[tuple[PodInfo, str]] = field(default_factory=list)
+    sightings: list[tuple[Any, Resource, str, PodInfo | None, str, list[str]]] = field(default_factory=list)
+    by_node: dict[str, list[tuple[PodInfo, str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, workloads: Any, pods: list[PodInfo], by_name: dict[tuple[str, str], PodInfo], hosts: set[str],
+           prefix: str, shadowed: set[str]) -> _Plan:
+        plan = cls(workloads)
+        for pod in pods:
+            if not pod.ips or pod.finished or pod.terminating:
+                continue
+            uid = f"{prefix}{pod.namespace}/{pod.name}"
+            w = workloads.get(uid)
+            plan.by_node.setdefault(pod.node, []).append((pod, uid, w))
+            if w is None:
+                if not shadowed.intersection(pod.ips):  # 1.22 dump: another workload with its IP hides it
+                    plan.missing.append((pod, uid))
+                continue
+            enabled = pod.annotation == "enabled"
+            if enabled and w.protocol != "HBONE":
+                plan.sightings.append(("protocol-mismatch", pod.resource(), uid, pod,
+                                       f"its pod is annotated {REDIRECTION}=enabled but the workload's protocol is "
+                                       f"{w.protocol}: peers send it plaintext", []))
+            elif w.protocol == "HBONE" and not enabled and not w.native_tunnel and not pod.native_tunnel:
+                plan.sightings.append(("protocol-mismatch", pod.resource(), uid, pod,
+                                       f"the workload's protocol is HBONE but its pod is not enrolled ({REDIRECTION}="
+                                       f"{pod.annotation or 'absent'}): peers send HBONE to a pod no ztunnel proxies",
+                                       []))
+            if set(w.ips) != set(pod.ips):
+                plan.sightings.append(("ip-mismatch", pod.resource(), uid, pod,
+                                       f"the workload has IPs {', '.join(w.ips) or 'none'} but the pod has "
+                                       f"{', '.join(pod.ips)}", []))
+            if w.node and pod.node and w.node != pod.node:
+                plan.sightings.append(("node-mismatch", pod.resource(), uid, pod,
+                                       f"the workload says node {w.node} but the pod runs on {pod.node}", []))
+        # workloads of pods that are gone, and IPs claimed twice
+        claims: dict[tuple[str, str], list[str]] = {}
+        for uid, w in workloads.items():
+            if uid.startswith(prefix):
+                ns, _, name = uid[len(prefix):].partition("/")
+                pod = by_name.get((ns, name))
+                if pod is None or pod.finished:
+                    why = "no such pod exists" if pod is None else f"its pod has finished ({pod.phase})"
+                    plan.sightings.append(("stale-workload", workload_resource(w), uid, None,
+                                           f"{why}; the workload still has IPs {', '.join(w.ips) or 'none'}", []))
+            if w.network_mode == "HostNetwork":
+                continue
+            for ip in w.ips:
+                if ip in hosts:
+                    continue  # host-network workloads share their node's IP
+                claims.setdefault((w.network, ip), []).append(uid)
+        for (network, ip), uids in claims.items():
+            if len(uids) < 2:
+                continue
+            uids.sort()
+            plan.sightings.append((("duplicate-ip", ip, tuple(uids)), workload_resource(workloads[uids[0]]), uids[0],
+                                   None, f"IP {ip}{' on network ' + network if network else ''} is claimed by "
+                                   f"{len(uids)} workloads: {', '.join(uids)}", uids[1:]))
+        return plan
+
+
 class ZtunnelKubernetes(Analyzer):
     metadata = Metadata(
         id="ztunnel-kubernetes",
@@ -282,6 +350,7 @@ class ZtunnelKubernetes(Analyzer):
         hosts = node_ips(model) | {ip for p in pods if p.host_network for ip in p.ips}
         across: dict[tuple[Any, ...], _Across] = {}
         enrolment_done: set[str] = set()
+        self._plans: dict[Any, _Plan] = {}
         for zt in model.ztunnels():
             yield from self._ztunnel(ctx, zt, pods_in_scope, by_name, hosts, now, across, enrolment_done)
         for pod in pods:  # pods whose node's ztunnel dump could not be read: the annotation alone tells
@@ -297,70 +366,30 @@ class ZtunnelKubernetes(Analyzer):
         now = dump_time(ctx.model, zt.path, now)  # what the ztunnel could know when its dump was taken
         cluster_id = str(zt.config.get("clusterId") or "Kubernetes")
         on_demand = bool(zt.config.get("xdsOnDemand"))
-        prefix = f"{cluster_id}//Pod/"
         shadowed = map_shape_ips(zt)
-        for pod in pods:
-            if not pod.ips or pod.finished or pod.terminating:
-                continue
-            local = pod.node == zt.node
-            uid = f"{prefix}{pod.namespace}/{pod.name}"
-            w = zt.workloads.get(uid)
-            if local and pod.expected and pod.annotation != "enabled":
+        # ztunnels that agree share their workloads dict (bundler/model/sections.py): what does not depend on the
+        # ztunnel's own node is worked out once per distinct workload set, not once per ztunnel
+        key = (id(zt.workloads), cluster_id, frozenset(shadowed))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _Plan.of(zt.workloads, pods, by_name, hosts, f"{cluster_id}//Pod/", shadowed)
+        for pod, uid, w in plan.by_node.get(zt.node, ()):
+            if pod.expected and pod.annotation != "enabled":
                 enrolment_done.add(pod.key)
                 yield self._not_enrolled(ctx, pod, zt, now, w)
-            if w is None:
-                if (on_demand and not local) or shadowed.intersection(pod.ips):
-                    continue  # on-demand: fetched when needed; 1.22 dump: another workload with its IP hides it
-                yield self._missing(ctx, zt, pod, uid, local, now)
-                continue
-            pointer = zt.pointer("workloads", uid)
-            enabled = pod.annotation == "enabled"
-            if enabled and w.protocol != "HBONE":
-                self._see(across, "protocol-mismatch", pod.resource(), zt, pointer, pod,
-                          f"its pod is annotated {REDIRECTION}=enabled but the workload's protocol is "
-                          f"{w.protocol}: peers send it plaintext")
-            elif w.protocol == "HBONE" and not enabled and not w.native_tunnel and not pod.native_tunnel:
-                self._see(across, "protocol-mismatch", pod.resource(), zt, pointer, pod,
-                          f"the workload's protocol is HBONE but its pod is not enrolled ({REDIRECTION}="
-                          f"{pod.annotation or 'absent'}): peers send HBONE to a pod no ztunnel proxies")
-            if set(w.ips) != set(pod.ips):
-                self._see(across, "ip-mismatch", pod.resource(), zt, pointer, pod,
-                          f"the workload has IPs {', '.join(w.ips) or 'none'} but the pod has {', '.join(pod.ips)}")
-            if w.node and pod.node and w.node != pod.node:
-                self._see(across, "node-mismatch", pod.resource(), zt, pointer, pod,
-                          f"the workload says node {w.node} but the pod runs on {pod.node}")
-            if local and enabled and not pod.native_tunnel and not w.native_tunnel:
+            if w is not None and pod.annotation == "enabled" and not pod.native_tunnel and not w.native_tunnel:
                 state = zt.workload_state.get(pod.uid)
                 if state is None or state.state != "Up":
                     yield self._no_proxy(ctx, zt, pod, state, now)
-        # workloads of pods that are gone, and IPs claimed twice
-        claims: dict[tuple[str, str], list[str]] = {}
-        for uid, w in zt.workloads.items():
-            if uid.startswith(prefix):
-                ns_name = uid[len(prefix):]
-                ns, _, name = ns_name.partition("/")
-                pod = by_name.get((ns, name))
-                if pod is None or pod.finished:
-                    why = "no such pod exists" if pod is None else f"its pod has finished ({pod.phase})"
-                    self._see(across, "stale-workload", workload_resource(w), zt, zt.pointer("workloads", uid),
-                              None, f"{why}; the workload still has IPs {', '.join(w.ips) or 'none'}")
-            if w.network_mode == "HostNetwork":
-                continue
-            for ip in w.ips:
-                if ip in hosts:
-                    continue  # host-network workloads share their node's IP
-                claims.setdefault((w.network, ip), []).append(uid)
-        for (network, ip), uids in claims.items():
-            if len(uids) < 2:
-                continue
-            uids.sort()
-            first = zt.workloads[uids[0]]
-            owners = ", ".join(uids)
-            self._see(across, ("duplicate-ip", ip, tuple(uids)), workload_resource(first), zt,
-                      zt.pointer("workloads", uids[0]), None,
-                      f"IP {ip}{' on network ' + network if network else ''} is claimed by {len(uids)} workloads: "
-                      f"{owners}", extra=[workload_resource(zt.workloads[u]) for u in uids[1:]],
-                      pointers=[zt.pointer("workloads", u) for u in uids[1:]])
+        for pod, uid in plan.missing:
+            local = pod.node == zt.node
+            if on_demand and not local:
+                continue  # on-demand: fetched when needed
+            yield self._missing(ctx, zt, pod, uid, local, now)
+        for code, subject, uid, pod, detail, extra_uids in plan.sightings:
+            self._see(across, code, subject, zt, zt.pointer("workloads", uid), pod, detail,
+                      extra=[workload_resource(zt.workloads[u]) for u in extra_uids] or None,
+                      pointers=[zt.pointer("workloads", u) for u in extra_uids] or None)
 
     # -- per-pod findings -----------------------------------------------------------------------------------------
 

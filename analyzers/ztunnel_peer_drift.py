@@ -113,14 +113,22 @@ class ZtunnelPeerDrift(Analyzer):
         base: dict[Key, Any] = {}
         groups: dict[Any, _Group] = {}
         total = 0
+        seen: dict[tuple[int, ...], Any] = {}  # ztunnels that agree share their dicts: compared once
         for zt in ctx.model.ztunnels():
             total += 1
             member = _Member(zt.pod, zt.node, zt.namespace, zt.path)
-            items = {(kind, key): obj for kind in _KINDS for key, obj in getattr(zt, kind).items()}
             if baseline is None:
-                baseline, base = zt, items
+                baseline = zt
+                base = {(kind, key): obj for kind in _KINDS for key, obj in getattr(zt, kind).items()}
                 groups[()] = _Group({}, {}, [member], map_shape_ips(zt))
+                seen[tuple(id(getattr(zt, kind)) for kind in _KINDS)] = ((), baseline)
                 continue
+            shared = tuple(id(getattr(zt, kind)) for kind in _KINDS)
+            known = seen.get(shared) if zt.shape != "map" else None
+            if known is not None:
+                groups[known[0]].members.append(member)
+                continue
+            items = {(kind, key): obj for kind in _KINDS for key, obj in getattr(zt, kind).items()}
             diff: dict[Key, Any] = {}
             for k, obj in items.items():
                 b = base.get(k)
@@ -135,6 +143,7 @@ class ZtunnelPeerDrift(Analyzer):
                     diff, {k: zt.pointer(k[0], k[1]) for k, v in diff.items() if v is not None},
                     shadowed=map_shape_ips(zt))
             group.members.append(member)
+            seen[shared] = (signature, zt)  # keeps the dicts alive, so their ids stay theirs
             del items, zt
         if total < 3 or len(groups) < 2:
             return  # nothing to compare, or everyone agrees; two ztunnels have no majority

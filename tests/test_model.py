@@ -4,9 +4,7 @@ pointers, log lines and metrics lead back to the evidence; dumps stream one at a
 
 from __future__ import annotations
 
-import gc
 import shutil
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -370,22 +368,27 @@ def test_a_bundle_without_manifest_or_sources_still_loads(tmp_path):
 # --- streaming -----------------------------------------------------------------------------------------------------
 
 
-def test_ztunnels_are_streamed_one_at_a_time_in_node_order(tmp_path):
+@pytest.mark.parametrize("form", ["archive", "directory"])
+def test_ztunnels_come_in_node_order_parsed_once_and_agreeing_sections_are_shared(tmp_path, monkeypatch, form):
     path = synth(tmp_path, nodes=["n3", "n1", "n4", "n2"])
+    if form == "directory":
+        path = extract_bundle(path, tmp_path / "x")
     with BundleModel.open(path) as m:
-        previous: list[weakref.ref[ZtunnelView]] = []
-        nodes = []
-        for view in m.ztunnels():
-            assert all(ref() is None for ref in previous), "an earlier view is still alive"
-            nodes.append(view.node)
-            previous.append(weakref.ref(view))
-        assert nodes == ["n1", "n2", "n3", "n4"]
-        # m.ztunnel() parses on demand and keeps nothing
-        view = m.ztunnel(m.ztunnel_refs()[0].pod)
-        ref = weakref.ref(view)
-        del view
-        gc.collect()
-        assert ref() is None
+        reads: list[str] = []
+        real_read = m.bundle.read
+        monkeypatch.setattr(m.bundle, "read", lambda p: reads.append(p) or real_read(p))
+        views = list(m.ztunnels())
+        assert [v.node for v in views] == ["n1", "n2", "n3", "n4"]
+        assert all(v.namespace == "istio-system" for v in views)
+        # ztunnels that agree share one dict per section: a thousand views cost little more than one
+        assert all(v.workloads is views[0].workloads for v in views)
+        assert all(v.services is views[0].services for v in views)
+        # a second pass and m.ztunnel() give the cached views without reading a dump again; an archive's dumps
+        # were read during its one pass already
+        assert [id(v) for v in m.ztunnels()] == [id(v) for v in views]
+        assert m.ztunnel(views[2].pod) is views[2]
+        dumps = [p for p in reads if p.endswith("config_dump.json") and p.startswith("ztunnel/")]
+        assert len(dumps) == (4 if form == "directory" else 0) and len(set(dumps)) == len(dumps)
         assert m.ztunnel("no-such-pod") is None
 
 

@@ -75,9 +75,10 @@ def _hash_members(bundle: Bundle) -> dict[str, tuple[int, str]]:
     return found
 
 
-def verify_bundle(bundle: Bundle) -> Result:
-    """Compare the members of ``bundle`` with its manifest. Damaged or unsafe archives raise BundleFormatError."""
-    found = _hash_members(bundle)
+def verify_bundle(bundle: Bundle, digests: dict[str, tuple[int, str]] | None = None) -> Result:
+    """Compare the members of ``bundle`` with its manifest. Damaged or unsafe archives raise BundleFormatError.
+    ``digests``: ``{path: (size, sha256)}`` of every member but the manifest, when already computed."""
+    found = _hash_members(bundle) if digests is None else digests
     result = Result(members=len(found))
     if not bundle.has_manifest():
         result.problems.append(Problem("manifest", layout.MANIFEST, f"missing: {len(found)} members cannot be checked"))

@@ -1,9 +1,10 @@
 """BundleModel: a bundle (archive, ``.zip`` parts or extracted directory) as the canonical model, read lazily.
 
 Small, shared things are cached (Kubernetes lists, the refs, istiod's ambientz views: one per replica). ztunnel
-dumps are not: :meth:`BundleModel.ztunnels` parses one at a time, in node order, and keeps no reference to a
-view once it has been handed out (design.md: never hold every parsed dump). Per-proxy istiod dumps, logs and
-metrics are read on demand and not cached either.
+views are cached too, but compactly: every ztunnel holds every workload of the mesh, and the views of ztunnels
+that agree share one dict per section (:mod:`bundler.model.sections` parses each distinct section and entry
+once), so a thousand views cost little more than one. Views are read-only. Per-proxy istiod dumps, logs and
+metrics are read on demand and not cached.
 
 Nothing raises on bad input: an artifact that is missing, was not collected, is not JSON, has the wrong shape or
 the <=1.21 layout becomes a :class:`~bundler.model.types.Problem` in :attr:`BundleModel.problems`, and the model
@@ -19,6 +20,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,6 +32,8 @@ from bundler.formats import istio_log, openmetrics, ztunnel_log
 from bundler.formats.openmetrics import ParsedFamily
 from bundler.manifest import STATUSES_WITH_MEMBER, Artifact, Manifest
 from bundler.model import normalize
+from bundler.model.onepass import read_once
+from bundler.model.sections import Cut, SectionCache, entry_texts
 from bundler.model.types import (
     IstiodRef,
     IstiodView,
@@ -61,6 +65,7 @@ __all__ = ["BundleModel"]
 
 _MISSING = "missing"
 _FAILED = object()  # _load_json's "could not load" (None is valid JSON)
+_LATER = object()  # a dump left for later in the one pass
 _LOG_KINDS = {layout.KIND_ZTUNNEL_LOG: "ztunnel", layout.KIND_ISTIOD_LOG: "istiod", layout.KIND_CNI_LOG: "cni"}
 _WHOLE_DOCUMENT = frozenset({"malformed", "unsupported", "missing", "not-collected"})
 _GC_THRESHOLD = 1 << 20  # pause the cyclic GC while parsing documents bigger than this (python-stack.md 3)
@@ -93,6 +98,7 @@ class _ItemValidator:
 
     def __init__(self) -> None:
         self._plans: dict[str, dict[str, Any] | None] = {}
+        # by (kind/array, digest of the item) or (kind/array, the entry's text as the dump has it)
         self._cache: dict[tuple[str, bytes], tuple[ValidationIssue, ...]] = {}
 
     def _plan(self, kind: str) -> dict[str, Any] | None:
@@ -143,6 +149,36 @@ class _ItemValidator:
             return validate_document(document, kind)
         return sorted(issues, key=_issue_sort_key)
 
+    def validate_cut(self, cut: Cut, kind: str) -> list[ValidationIssue] | None:
+        """:meth:`validate` of a dump cut by ``SectionCache.cut``: the rest whole, then each array text (memoised
+        on its shared Body) entry by entry, each distinct entry text parsed and validated once. None when the
+        schema's shape does not allow this: validate the whole document then. JSONDecodeError for an entry that
+        is not JSON after all."""
+        plan = self._plan(kind)
+        if plan is None or not set(cut.bodies) <= set(plan):
+            return None
+        if legacy_layout(cut.rest) is not None:
+            return validate_document(cut.rest, kind)  # raises UnsupportedFormatError
+        issues = set(_collect_issues(load_validator(kind), cut.rest))
+        for name, body in cut.bodies.items():
+            found = body.memo.get(("issues", kind))
+            if found is None:
+                found = body.memo[("issues", kind)] = self._array_issues(kind, name, plan[name], body.text)
+            issues.update(found)
+        return sorted(issues, key=_issue_sort_key)
+
+    def _array_issues(self, kind: str, name: str, validator: Any, text: bytes) -> tuple[ValidationIssue, ...]:
+        prefix = "/" + name.replace("~", "~0").replace("/", "~1") + "/"
+        out = []
+        for index, piece in enumerate(entry_texts(text)):
+            key = (f"{kind}/{name}", piece)
+            cached = self._cache.get(key)
+            if cached is None:
+                cached = tuple(_collect_issues(validator, orjson.loads(b"{\n" + piece + b"\n}"))) or ()
+                self._cache[key] = cached
+            out.extend(ValidationIssue(prefix + str(index) + issue.pointer, issue.message) for issue in cached)
+        return tuple(out)
+
     def _item(self, kind: str, name: str, validator: Any, item: Any) -> tuple[ValidationIssue, ...]:
         digest = hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
         key = (f"{kind}/{name}", digest)
@@ -171,40 +207,54 @@ class BundleModel:
         self._ambientz: dict[str, IstiodView | None] = {}
         # equal Workload/Service/Policy objects of different dumps and views are one object (normalize.intern)
         self._intern: dict[Any, Any] = {}
+        self._sections = SectionCache(self._intern)
+        self._views: dict[str, ZtunnelView | None] = {}  # by dump path
+        self._maps: dict[Any, Any] = {}  # equal section dicts of views parsed whole, shared (see _shared)
         self._validator = _ItemValidator()
+        self._metrics: dict[str, list[ParsedFamily]] = {}  # parsed once, shared (read-only)
+        self._dump_issues: dict[str, list[ValidationIssue]] = {}  # schema issues found during the one pass
+        self.digests: dict[str, tuple[int, str]] | None = None  # (size, sha256) by path, when read in one pass
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> BundleModel:
         """Open an archive (``.tar.zst``), ``.zip`` parts or an extracted directory. BundleFormatError when it is
         not a bundle at all.
 
-        An archive is extracted (safely) to a temporary folder when the disk has room for it: analyzers read
-        members in any order, and random access into one zstd stream means decompressing from its start each
-        time (quadratic in the bundle's size). Without room, the archive is read in place, slowly."""
+        An archive is read once (:mod:`bundler.model.onepass`): ztunnel dumps become views during that pass, the
+        other members go to a temporary folder, every member is hashed. When that pass fails (a damaged archive,
+        no room on the disk), the archive is read in place, slowly, and what can be read is analyzed."""
         bundle = open_bundle(path)
         if not getattr(bundle, "is_archive", False):
             return cls(bundle, owns_bundle=True)
-        try:
-            total = sum(m.size for m in bundle.members())
-        except BundleError:
-            return cls(bundle, owns_bundle=True)
         folder = tempfile.mkdtemp(prefix="ztunnel-bundle-analyze-")
-        if shutil.disk_usage(folder).free < 2 * total + (256 << 20):
-            shutil.rmtree(folder, ignore_errors=True)
-            return cls(bundle, owns_bundle=True)
+        model = cls(bundle, owns_bundle=True)
         try:
-            root = bundle.extract(folder)
-            extracted = open_bundle(root)
+            model.bundle, model.digests = read_once(bundle, Path(folder), model._consumes, model._consume)
+        except BundleError:
+            shutil.rmtree(folder, ignore_errors=True)
+            bundle.close()
+            return cls(open_bundle(path), owns_bundle=True)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             bundle.close()
             raise
-        source = getattr(bundle, "source", path)
-        bundle.close()
-        extracted.source = source  # messages name what the user gave, not the temporary folder
-        model = cls(extracted, owns_bundle=True)
         model._cleanup = folder
         return model
+
+    @staticmethod
+    def _consumes(path: str) -> bool:
+        return path.startswith("ztunnel/") and layout.kind_of_path(path) == layout.KIND_ZTUNNEL_CONFIG_DUMP
+
+    def _consume(self, path: str, data: bytes) -> None:
+        cut = self._sections.cut(data)
+        if cut is not None:
+            self._validate_dump(path, cut)
+        parts = path.split("/")
+        if len(parts) == 4:  # ztunnel/<node>/<pod>/config_dump.json; the namespace comes with the manifest
+            view = self._view_of(data, path, {"node": parts[1], "pod": parts[2], "namespace": "", "path": path},
+                                 in_pass=True, cut=cut)
+            if view is not _LATER:
+                self._views[path] = view
 
     def close(self) -> None:
         if self._owns:
@@ -453,36 +503,80 @@ class BundleModel:
         )
 
     def _load_ztunnel(self, ref: ZtunnelRef) -> ZtunnelView | None:
+        if ref.dump_path in self._views:  # parsed before, or during the one pass
+            if not self._readable(ref.dump_path, "the ztunnel config dump"):
+                return None
+            view = self._views[ref.dump_path]
+            if view is not None and not view.namespace:
+                view.namespace = ref.namespace
+            return view
         data = self._read(ref.dump_path, "the ztunnel config dump")
-        if data is None:
-            return None
+        view = None if data is None else self._view_of(data, ref.dump_path, {
+            "node": ref.node, "pod": ref.pod, "namespace": ref.namespace, "path": ref.dump_path})
+        self._views[ref.dump_path] = view
+        return view
+
+    def _validate_dump(self, path: str, cut: Cut) -> None:
+        """Schema issues of a dump during the one pass (validation_issues gives them later): the dump is cut
+        as for its view, so each distinct array text and entry is validated once."""
+        try:
+            issues = self._validator.validate_cut(cut, layout.KIND_ZTUNNEL_CONFIG_DUMP)
+        except (UnsupportedFormatError, orjson.JSONDecodeError):
+            return  # reported the ordinary way later
+        if issues is not None:
+            self._dump_issues[path] = issues
+
+    def _view_of(self, data: bytes, path: str, where: dict[str, str], in_pass: bool = False,
+                 cut: Cut | None = None) -> Any:
+        """The view of a dump's bytes, or None (with a Problem); _LATER during the one pass for a dump that is
+        not JSON: its problem names the manifest's status, which comes last in the archive."""
         with _gc_paused(len(data)):
             try:
-                doc = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                self._problem(ref.dump_path, f"the ztunnel config dump is not valid JSON: {exc.msg} at line "
-                              f"{exc.lineno}, column {exc.colno}{self._truncated_note(ref.dump_path)}")
+                view = self._sections.view(data, cut=cut, **where)
+                if view is None:  # not pretty-printed as ztunnel does: parse it whole
+                    view = self._parse_whole(path, data, where, in_pass)
+                if view is _LATER:
+                    return view
+            except normalize.UnsupportedDump as exc:
+                self._problem(path, str(exc), reason="unsupported")
+                return None
+            except normalize.NormalizeError as exc:
+                self._problem(path, str(exc))
                 return None
             finally:
                 del data
-            try:
-                view = normalize.ztunnel_view(doc, node=ref.node, pod=ref.pod, namespace=ref.namespace,
-                                              path=ref.dump_path, intern=self._intern)
-            except normalize.UnsupportedDump as exc:
-                self._problem(ref.dump_path, str(exc), reason="unsupported")
-                return None
-            except normalize.NormalizeError as exc:
-                self._problem(ref.dump_path, str(exc))
-                return None
-            finally:
-                del doc
+        if view is None:
+            return None
         for pointer, message in view.issues:
-            self._problem(ref.dump_path, message, pointer=pointer, reason="invalid")
+            self._problem(path, message, pointer=pointer, reason="invalid")
         return view
 
+    def _parse_whole(self, path: str, data: bytes, where: dict[str, str], in_pass: bool = False) -> Any:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            if in_pass:
+                return _LATER
+            self._problem(path, f"the ztunnel config dump is not valid JSON: {exc.msg} at line "
+                          f"{exc.lineno}, column {exc.colno}{self._truncated_note(path)}")
+            return None
+        view = normalize.ztunnel_view(doc, intern=self._intern, **where)
+        view.workloads, view.services, view.policies = (
+            self._shared(view.workloads), self._shared(view.services), self._shared(view.policies))
+        return view
+
+    def _shared(self, mapping: dict[str, Any]) -> dict[str, Any]:
+        """``mapping``, or an equal dict of an earlier view (entries are interned, so equal means same objects):
+        cached views of ztunnels that agree hold one copy."""
+        if len(mapping) < 64:
+            return mapping
+        key = (tuple(mapping), tuple(map(id, mapping.values())))
+        return self._maps.setdefault(key, mapping)
+
     def ztunnels(self) -> Iterator[ZtunnelView]:
-        """Each readable ztunnel dump, parsed and normalised, one at a time, ordered by node. Dumps that are missing,
-        not collected, unsupported (<=1.21) or not JSON are skipped and listed in :attr:`problems`."""
+        """Each readable ztunnel dump, parsed and normalised (once: later calls give the cached views), ordered by
+        node. Dumps that are missing, not collected, unsupported (<=1.21) or not JSON are skipped and listed in
+        :attr:`problems`. Views are shared and read-only."""
         for ref in self.ztunnel_refs():
             view = self._load_ztunnel(ref)
             if view is None:
@@ -491,7 +585,7 @@ class BundleModel:
             view = None  # noqa: F841 - drop the generator's reference before the next dump is parsed
 
     def ztunnel(self, pod: str) -> ZtunnelView | None:
-        """The dump of the ztunnel ``pod`` (name), parsed now and not cached; None if absent or unreadable."""
+        """The view of the ztunnel ``pod`` (name); None if absent or unreadable."""
         for ref in self.ztunnel_refs():
             if ref.pod == pod:
                 return self._load_ztunnel(ref)
@@ -505,13 +599,19 @@ class BundleModel:
         for ref in self.ztunnel_refs():
             if ref.node != node or ref.metrics_path is None:
                 continue
+            cached = self._metrics.get(ref.metrics_path)
+            if cached is not None:
+                return cached
             data = self._read(ref.metrics_path, "the ztunnel metrics")
             if data is None:
                 continue
             try:
-                return openmetrics.parse(data)
+                families = openmetrics.parse(data)
             except ValueError as exc:
                 self._problem(ref.metrics_path, str(exc))
+                continue
+            self._metrics[ref.metrics_path] = families  # several analyzers read each node's metrics
+            return families
         return []
 
     # --- istiod --------------------------------------------------------------------------------------------------
@@ -728,23 +828,36 @@ class BundleModel:
         dump is not yielded but becomes a Problem; an empty issue list means valid."""
 
         def wanted(path: str) -> bool:
-            return layout.kind_of_path(path) in layout.JSON_KINDS
+            return layout.kind_of_path(path) in layout.JSON_KINDS and path not in self._dump_issues
 
         try:
-            for path, data in self.bundle.iter_members(wanted):
-                kind = kind_from_path(path)
-                assert kind is not None
-                try:
-                    with _gc_paused(len(data)):
-                        issues = self._validator.validate(parse_json(data), kind)
-                except UnsupportedFormatError as exc:
-                    self._problem(path, str(exc), reason="unsupported")
-                    continue
-                except ArtifactError as exc:
-                    self._problem(path, f"{exc}{self._truncated_note(path)}")
-                    continue
-                finally:
-                    del data
-                yield path, kind, issues
+            paths = [path for path in self.bundle.names() if layout.kind_of_path(path) in layout.JSON_KINDS]
+            if not any(path in self._dump_issues for path in paths):
+                yield from self._validate_members(self.bundle.iter_members(wanted))
+                return
+            # dumps validated during the one pass are not read again; the others from the folder, in stored order
+            for path in paths:
+                if path in self._dump_issues:
+                    yield path, layout.KIND_ZTUNNEL_CONFIG_DUMP, list(self._dump_issues[path])
+                else:
+                    yield from self._validate_members(iter([(path, self.bundle.read(path))]))
         except BundleError as exc:
             self._problem("", f"the bundle could not be read to the end: {exc}", reason="unreadable")
+
+    def _validate_members(self, members: Iterator[tuple[str, bytes]]
+                          ) -> Iterator[tuple[str, str, list[ValidationIssue]]]:
+        for path, data in members:
+            kind = kind_from_path(path)
+            assert kind is not None
+            try:
+                with _gc_paused(len(data)):
+                    issues = self._validator.validate(parse_json(data), kind)
+            except UnsupportedFormatError as exc:
+                self._problem(path, str(exc), reason="unsupported")
+                continue
+            except ArtifactError as exc:
+                self._problem(path, f"{exc}{self._truncated_note(path)}")
+                continue
+            finally:
+                del data
+            yield path, kind, issues

@@ -1,0 +1,151 @@
+"""Reading an archive once: every member hashed, ztunnel dumps handed to the model, everything else put on disk.
+
+Analyzers read members in any order, and random access into one zstd stream means decompressing from its start
+each time, so an archive is not analyzed in place. Extracting it whole costs as much again as reading it: in a
+mesh of 1,000 nodes the ztunnel dumps are 20 GB of nearly identical text (the archive: a few MB). So the model
+reads the archive once, in stored order: each ztunnel dump is turned into its view there and then and not
+written, the other members (Kubernetes lists, logs, metrics, istiod's views: small) go to a temporary folder,
+and every member's size and sha256 is recorded for the integrity check. :class:`PassedBundle` then serves the
+members from the folder, and a dump (rarely wanted raw afterwards) from the archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+from bundler import layout
+from bundler.archive import FILE_MODE, Bundle, BundleFormatError, DirectoryBundle, Member, check_member_path
+from bundler.errors import BundleError
+
+__all__ = ["DiskFull", "PassedBundle", "read_once"]
+
+_CHUNK = 1 << 20
+_MARGIN = 256 << 20  # free space kept on the disk while writing
+
+
+class DiskFull(BundleError):
+    """Not enough free disk space for the members that go to disk."""
+
+
+def read_once(archive: Bundle, folder: Path, consume: Callable[[str], bool],
+              on_member: Callable[[str, bytes], None]) -> tuple[PassedBundle, dict[str, tuple[int, str]]]:
+    """One forward pass over ``archive``: members that ``consume(path)`` accepts are given to
+    ``on_member(path, data)`` (one in memory at a time) and not written; the others are written under
+    ``folder/<root>/``. Returns the bundle to read from afterwards and ``{path: (size, sha256)}`` of every member
+    but the manifest. BundleError (damaged archive, no room on the disk) leaves the caller to clean ``folder``."""
+    top = folder / archive.root
+    top.mkdir()
+    real_top = os.path.realpath(top)
+    digests: dict[str, tuple[int, str]] = {}
+    consumed: set[str] = set()
+    room = _free(folder)
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+        for path, fh in archive.iter_open():
+            check_member_path(path)  # already checked when read; never write outside `top`
+            if consume(path):
+                data = fh.read()
+                # hashlib lets go of the GIL: the dump is hashed on the other core while it is parsed
+                hashed = hasher.submit(_sha256, data)
+                consumed.add(path)
+                on_member(path, data)
+                digests[path] = (len(data), hashed.result())
+                del data
+                continue
+            size, digest = _write(top, real_top, path, archive.source, fh, folder, room)
+            room -= size
+            if path != layout.MANIFEST:
+                digests[path] = (size, digest)
+    return PassedBundle(archive, DirectoryBundle(top, source=archive.source), consumed), digests
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write(top: Path, real_top: str, path: str, source: Path, fh: BinaryIO, folder: Path,
+           room: int) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with _create(top, real_top, path, source) as out:
+        while chunk := fh.read(_CHUNK):
+            size += len(chunk)
+            if size > room:
+                room = _free(folder)  # checked again only after each `room` bytes written
+                if size > room:
+                    raise DiskFull(f"not enough free disk space in {folder} to read {source}")
+            digest.update(chunk)
+            out.write(chunk)
+    return size, digest.hexdigest()
+
+
+def _free(folder: Path) -> int:
+    return max(0, shutil.disk_usage(folder).free - _MARGIN)
+
+
+def _create(top: Path, real_top: str, path: str, source: Path) -> BinaryIO:
+    dest = top.joinpath(*path.split("/"))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.commonpath([real_top, os.path.realpath(dest.parent)]) != real_top:
+            raise BundleFormatError(f"{source}: member {path!r} escapes the target folder")
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        raise BundleFormatError(f"{source}: member {path!r} clashes with another member (file and folder)") from None
+    except OSError as exc:
+        raise BundleError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    return os.fdopen(fd, "wb")
+
+
+class PassedBundle(Bundle):
+    """An archive after :func:`read_once`: members from the folder, the consumed ones from the archive."""
+
+    is_archive = False  # nothing to extract any more
+
+    def __init__(self, archive: Bundle, disk: DirectoryBundle, consumed: set[str]) -> None:
+        super().__init__()
+        self.archive = archive
+        self.disk = disk
+        self.consumed = consumed
+        self.source = archive.source
+        self.root = archive.root
+
+    @property
+    def archive_size(self) -> int | None:
+        return self.archive.archive_size
+
+    def members(self) -> list[Member]:
+        return self.archive.members()  # the pass filled the archive's index: no second pass
+
+    def has(self, path: str) -> bool:
+        return self.archive.has(path)
+
+    def size(self, path: str) -> int:
+        return self.archive.size(path)
+
+    def _side(self, path: str) -> Bundle:
+        return self.archive if path in self.consumed else self.disk
+
+    def read(self, path: str) -> bytes:
+        return self._side(path).read(path)
+
+    def open(self, path: str) -> BinaryIO:
+        return self._side(path).open(path)
+
+    def iter_open(self, predicate: Callable[[str], bool] | None = None) -> Iterator[tuple[str, BinaryIO]]:
+        for member in self.members():
+            if predicate is None or predicate(member.path):
+                with self.open(member.path) as fh:
+                    yield member.path, fh
+
+    def _manifest_bytes(self) -> bytes | None:
+        return self.disk._manifest_bytes()  # noqa: SLF001 - the same bundle seen from its folder
+
+    def close(self) -> None:
+        self.archive.close()
+        self.disk.close()
