@@ -19,6 +19,7 @@ import base64
 import binascii
 import dataclasses
 import ipaddress
+import reprlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -131,12 +132,28 @@ def _dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3
+_MAX_REASON = 300
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages: a hostile value (a 1 MB string, nesting 1000 deep) stays a few dozen
+    characters long."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails must not hide the real problem
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _reason(exc: BaseException) -> str:
-    """An exception as a one-line reason: ValueErrors say what is wrong; anything else means a value of the wrong
-    type somewhere inside the entry."""
-    if isinstance(exc, ValueError):
-        return str(exc)
-    return f"unexpected value inside ({type(exc).__name__}: {exc})"
+    """An exception as a one-line reason of bounded length: ValueErrors say what is wrong; anything else means a
+    value of the wrong type somewhere inside the entry."""
+    text = str(exc) if isinstance(exc, ValueError) else f"unexpected value inside ({type(exc).__name__}: {exc})"
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
 
 
 def _intern(intern: dict[Any, Any] | None, obj: _T) -> _T:
@@ -156,14 +173,14 @@ def decode_ip(value: Any, prefer_text: bool = False) -> str:
     some IPv6 texts ("1::2") are 4 or 16 characters long. Raises ValueError when it is neither.
     """
     if not isinstance(value, str):
-        raise ValueError(f"address {value!r} is not a base64 string")
+        raise ValueError(f"address {_short(value)} is not a base64 string")
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         except (binascii.Error, ValueError):
-            raise ValueError(f"address {value!r} is not base64") from None
+            raise ValueError(f"address {_short(value)} is not base64") from None
 
     def as_text() -> str | None:
         try:
@@ -179,7 +196,7 @@ def decode_ip(value: Any, prefer_text: bool = False) -> str:
         return str(ipaddress.ip_address(raw))
     text = as_text()
     if text is None:
-        raise ValueError(f"address {value!r} decodes to {len(raw)} bytes: neither an IP nor its text")
+        raise ValueError(f"address {_short(value)} decodes to {len(raw)} bytes: neither an IP nor its text")
     return text
 
 
@@ -231,7 +248,7 @@ def _port_map(obj: Any) -> tuple[tuple[int, int], ...]:
         try:
             out.append((int(key), _int(value)))
         except (TypeError, ValueError):
-            raise ValueError(f"port map key {key!r} is not a number") from None
+            raise ValueError(f"port map key {_short(key)} is not a number") from None
     return tuple(sorted(out))
 
 
@@ -262,7 +279,8 @@ def ztunnel_workload(raw: Any) -> Workload:
     application_tunnel = None
     if isinstance(app, dict):
         port = app.get("port")
-        application_tunnel = (_str(app, "protocol", "NONE"), port if isinstance(port, int) and port else None)
+        numeric = isinstance(port, int) and not isinstance(port, bool)  # true is not port 1
+        application_tunnel = (_str(app, "protocol", "NONE"), port if numeric and port else None)
     capacity = raw.get("capacity")
     return Workload(
         uid=uid or f"{namespace}/{name}",
@@ -302,7 +320,7 @@ def _ztunnel_endpoints(raw: Any, status_of: dict[str, str]) -> tuple[Endpoint, .
     by_uid: dict[str, Endpoint] = {}
     for key, ep in raw.items():
         if not isinstance(ep, dict):
-            raise ValueError(f"endpoint {key!r} is not an object")
+            raise ValueError(f"endpoint {_short(key)} is not an object")
         uid = _str(ep, "workloadUid") or key
         ports = _port_map(ep.get("port"))
         status = _str(ep, "status") or status_of.get(uid, "Healthy")
@@ -612,16 +630,19 @@ def ztunnel_view(
 
 # --- istiod proto-JSON -------------------------------------------------------------------------------------------
 
+# Each table lists every value of its proto enum in proto order (index = number, for EnumsAsInts).
 _STATUS = {"HEALTHY": "Healthy", "UNHEALTHY": "Unhealthy"}
-_PROTOCOL = {"NONE": "TCP", "HBONE": "HBONE"}
+_PROTOCOL = {"NONE": "TCP", "HBONE": "HBONE", "LEGACY_ISTIO_MTLS": "LEGACY_ISTIO_MTLS"}
+_WORKLOAD_TYPE = {"DEPLOYMENT": "deployment", "CRONJOB": "cronjob", "POD": "pod", "JOB": "job"}
+_APP_TUNNEL = {"NONE": "NONE", "PROXY": "PROXY"}
 _NETWORK_MODE = {"STANDARD": "Standard", "HOST_NETWORK": "HostNetwork"}
 _SCOPE = {"GLOBAL": "Global", "NAMESPACE": "Namespace", "WORKLOAD_SELECTOR": "WorkloadSelector"}
 _ACTION = {"ALLOW": "Allow", "DENY": "Deny"}
-_IP_FAMILIES = {"IPV4_ONLY": "IPv4", "IPV6_ONLY": "IPv6", "DUAL": "Dual"}
+_IP_FAMILIES = {"AUTOMATIC": "", "IPV4_ONLY": "IPv4", "IPV6_ONLY": "IPv6", "DUAL": "Dual"}
 _LB_MODE = {"UNSPECIFIED_MODE": "Standard", "STRICT": "Strict", "FAILOVER": "Failover", "PASSTHROUGH": "Passthrough"}
 _LB_HEALTH = {"ONLY_HEALTHY": "OnlyHealthy", "ALLOW_ALL": "AllowAll"}
-_LB_SCOPE = {"REGION": "Region", "ZONE": "Zone", "SUBZONE": "Subzone", "NODE": "Node", "CLUSTER": "Cluster",
-             "NETWORK": "Network"}
+_LB_SCOPE = {"UNSPECIFIED_SCOPE": "UNSPECIFIED_SCOPE", "REGION": "Region", "ZONE": "Zone", "SUBZONE": "Subzone",
+             "NODE": "Node", "CLUSTER": "Cluster", "NETWORK": "Network"}
 _STRING_MATCH_KEYS = ("namespaces", "notNamespaces", "principals", "notPrincipals")
 _ADDRESS_MATCH_KEYS = ("sourceIps", "notSourceIps", "destinationIps", "notDestinationIps")
 
@@ -629,8 +650,11 @@ _ADDRESS_MATCH_KEYS = ("sourceIps", "notSourceIps", "destinationIps", "notDestin
 def _enum(raw: dict[str, Any], key: str, table: dict[str, str], default: str) -> str:
     """A jsonpb enum: absent (the zero value) -> ``default``; a name in ``table`` -> ztunnel's rendering; another
     name is kept as-is (so that an unknown value shows up as a difference, not as a default)."""
-    value = raw.get(key)
-    if value is None:
+    return _enum_value(raw.get(key), table, default)
+
+
+def _enum_value(value: Any, table: dict[str, str], default: str) -> str:
+    if value is None or value == "":
         return default
     if isinstance(value, int) and not isinstance(value, bool):  # jsonpb with EnumsAsInts: position in the table
         names = list(table)
@@ -658,7 +682,7 @@ def istiod_workload(raw: Any, prefer_text: bool = False) -> tuple[Workload, dict
     application_tunnel = None
     if isinstance(app, dict):
         port = _int(app.get("port"))
-        application_tunnel = (_str(app, "protocol", "NONE") or "NONE", port or None)
+        application_tunnel = (_enum(app, "protocol", _APP_TUNNEL, "NONE"), port or None)
     capacity = raw.get("capacity")
     if isinstance(capacity, dict):  # UInt32Value written as an object by some encoders
         capacity = capacity.get("value")
@@ -678,7 +702,7 @@ def istiod_workload(raw: Any, prefer_text: bool = False) -> tuple[Workload, dict
         authorization_policies=tuple(sorted(set(_strings(raw.get("authorizationPolicies"))))),
         network=_str(raw, "network"),
         cluster_id=_str(raw, "clusterId") or DEFAULT_CLUSTER_ID,
-        workload_type=(_str(raw, "workloadType") or "DEPLOYMENT").lower(),
+        workload_type=_enum(raw, "workloadType", _WORKLOAD_TYPE, "deployment").lower(),
         workload_name=_str(raw, "workloadName"),
         canonical_name=_str(raw, "canonicalName"),
         canonical_revision=_str(raw, "canonicalRevision"),
@@ -709,13 +733,12 @@ def istiod_service(raw: Any, endpoints: Iterable[Endpoint] = (), prefer_text: bo
     lb = raw.get("loadBalancing")
     load_balancer = None
     if isinstance(lb, dict):
-        prefs = lb.get("routingPreference") or ()
+        prefs = lb.get("routingPreference")
         load_balancer = (
             _enum(lb, "mode", _LB_MODE, "Standard"),
             _enum(lb, "healthPolicy", _LB_HEALTH, "OnlyHealthy"),
-            tuple(_LB_SCOPE.get(str(p), str(p)) for p in prefs),
+            tuple(_enum_value(p, _LB_SCOPE, "") for p in (prefs if isinstance(prefs, list) else ())),
         )
-    ip_families = raw.get("ipFamilies")
     return Service(
         namespace=_str(raw, "namespace"),
         name=_str(raw, "name"),
@@ -726,7 +749,7 @@ def istiod_service(raw: Any, endpoints: Iterable[Endpoint] = (), prefer_text: bo
         waypoint=proto_gateway(raw.get("waypoint"), prefer_text),
         subject_alt_names=tuple(sorted(_strings(raw.get("subjectAltNames")))),
         cidr_vips=tuple(sorted(set(cidrs))),
-        ip_families=None if ip_families in (None, "AUTOMATIC", 0) else _IP_FAMILIES.get(str(ip_families), str(ip_families)),
+        ip_families=_enum(raw, "ipFamilies", _IP_FAMILIES, "") or None,
         load_balancer=load_balancer,
     )
 
