@@ -44,6 +44,7 @@ from analyzers.xds import sync_states
 from analyzers.ztunnel_istiod_drift import collection_time, parse_time, workload_resource
 from analyzers.ztunnel_kubernetes import mesh_config
 from bundler import layout
+from bundler.analysis.dig import dig
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
 
 DOCS = "https://istio.io/latest/docs/ambient/usage/troubleshoot-ztunnel/"
@@ -341,7 +342,7 @@ class Certificates(Analyzer):
         if now is None:
             return False
         pod = model.pod(w.namespace, w.name)
-        created = parse_time(((pod or {}).get("metadata") or {}).get("creationTimestamp"))
+        created = parse_time(dig(pod, "metadata", "creationTimestamp"))
         return created is not None and now - created < YOUNG
 
     @staticmethod

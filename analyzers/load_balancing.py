@@ -31,6 +31,7 @@ from analyzers.logs import (
     workload_name,
 )
 from bundler import layout
+from bundler.analysis.dig import dig
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
 from bundler.formats import openmetrics
 from bundler.manifest import timestamp as _ts
@@ -144,7 +145,7 @@ def _service_endpoints(model: Any) -> dict[str, dict[str, tuple[str, str, float,
         hostname = f"{service}.{ns}.svc.cluster.local"
         for ep in eps.get("endpoints") or ():
             ref = ep.get("targetRef") or {}
-            if ref.get("kind") != "Pod" or (ep.get("conditions") or {}).get("ready") is False:
+            if ref.get("kind") != "Pod" or dig(ep, "conditions", "ready") is False:
                 continue
             pod = model.pod(ref.get("namespace") or ns, ref.get("name", ""))
             if pod is None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from bundler import layout
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
+from bundler.analysis.dig import dig, dig_list
 
 EXAMPLES_PER_LOG = 3  # example lines kept per bucket and log
 MAX_EXCERPT = 600
@@ -155,7 +156,7 @@ class _Scan:
         self.buckets: dict[tuple[str, tuple[str, ...]], _Bucket] = {}
         self.waypoint_identities = waypoint_identities(model)
         self.namespaces = model.namespaces()  # name -> labels
-        self.node_ips = {a.get("address") for n in model.nodes() for a in (n.get("status") or {}).get("addresses") or ()
+        self.node_ips = {a.get("address") for n in model.nodes() for a in dig_list(n, "status", "addresses")
                          if isinstance(a, dict) and a.get("type") == "InternalIP"}
         # xDS state per ztunnel pod: errors, last error time, last "Stream established"
         self.xds: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -457,11 +458,11 @@ def _startup_race(model: Any, bucket: _Bucket) -> str:
     elif subject[0] == "sa":
         _, ns, sa, node = subject
         pods = [p for p in model.pods() if meta(p).get("namespace") == ns and pod_node(p) == node
-                and ((p.get("spec") or {}).get("serviceAccountName") or "default") == sa]
+                and (dig(p, "spec", "serviceAccountName") or "default") == sa]
     else:
         return ""
     for pod in pods:
-        started = _time((pod or {}).get("status", {}).get("startTime")) if pod else None
+        started = _time(dig(pod, "status", "startTime")) if pod else None
         if started is not None and started.timestamp() - 5 <= bucket.first.timestamp() \
                 and bucket.last.timestamp() <= started.timestamp() + RACE_SECONDS:
             return (f"All within {int(RACE_SECONDS)}s of the pod's start ({iso(started)}): the known start-up race, "
@@ -494,7 +495,7 @@ def _resources(model: Any, bucket: _Bucket) -> tuple[list[Resource], str]:
     if kind == "sa":
         _, ns, sa, node = subject
         local = [p for p in model.pods() if meta(p).get("namespace") == ns and pod_node(p) == node
-                 and ((p.get("spec") or {}).get("serviceAccountName") or "default") == sa]
+                 and (dig(p, "spec", "serviceAccountName") or "default") == sa]
         resources = [Resource("ServiceAccount", sa, ns, node=node or None, ztunnel=ztunnel)]
         resources += [Resource("Pod", str(meta(p).get("name")), ns, node=node or None, ztunnel=ztunnel)
                       for p in local]
@@ -528,7 +529,7 @@ def _hint(model: Any, bucket: _Bucket) -> str:
         return "no NetworkPolicy in the bundle explains it: check other firewalls (cloud security groups, CNI policies)"
     if bucket.code in ("policy-allow-no-match", "policy-waypoint-not-allowed", "policy-rejection"):
         allow = [f"{meta(p).get('namespace')}/{meta(p).get('name')}" for p in applicable_policies(model, pod)
-                 if str((p.get("spec") or {}).get("action", "ALLOW")).upper() == "ALLOW"]
+                 if str(dig(p, "spec", "action") or "ALLOW").upper() == "ALLOW"]
         if allow:
             return f"ALLOW policies that apply to the pod: {', '.join(allow)}"
     return ""

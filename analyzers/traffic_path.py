@@ -36,6 +36,7 @@ from analyzers.logs import (
 )
 from bundler import layout
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
+from bundler.analysis.dig import dig_dict, dig_list
 from bundler.manifest import timestamp as _ts
 
 MATCH_WINDOW = 3.0  # seconds between an outbound line and its inbound twin when only the source IP matches
@@ -285,13 +286,13 @@ def _coverage(model: Any, log: Any, first: float | None, last: float | None) -> 
     and its container's start to the end of its container (or the collection); a truncated one (the tail kept)
     from its first record."""
     pod = model.pod(log.namespace, log.pod)
-    statuses = [s for s in ((pod or {}).get("status") or {}).get("containerStatuses") or ()
+    statuses = [s for s in dig_list(pod, "status", "containerStatuses")
                 if isinstance(s, dict) and s.get("name") == log.container] if pod else []
     status = statuses[0] if statuses else {}
     if log.previous:
-        state = (status.get("lastState") or {}).get("terminated") or {}
+        state = dig_dict(status, "lastState", "terminated")
     else:
-        state = (status.get("state") or {}).get("running") or {}
+        state = dig_dict(status, "state", "running")
     started = _ts(state.get("startedAt"))
     ended = _ts(state.get("finishedAt")) if log.previous else None
     if ended is None and not log.previous:
@@ -313,7 +314,7 @@ def _coverage(model: Any, log: Any, first: float | None, last: float | None) -> 
 
 def _restarted(model: Any, ref: Any) -> bool:
     pod = model.pod(ref.namespace, ref.pod)
-    statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or ()
+    statuses = dig_list(pod, "status", "containerStatuses")
     return any(isinstance(s, dict) and (s.get("restartCount") or 0) > 0 for s in statuses)
 
 

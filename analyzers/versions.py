@@ -21,6 +21,7 @@ from typing import Any
 from analyzers.logs import labels, meta, pod_node
 from bundler import layout
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
+from bundler.analysis.dig import dig, dig_list
 from bundler.formats import openmetrics
 
 _VERSION_RE = re.compile(r"(?<![\w.])(\d+)\.(\d+)(?:\.(\d+))?")
@@ -256,7 +257,7 @@ def _cni_versions(model: Any) -> dict[str, Seen]:
     for i, cm in enumerate(model.k8s("configmaps")):
         if meta(cm).get("name") != "istio-cni-config":
             continue
-        text = (cm.get("data") or {}).get("CURRENT_AGENT_VERSION")
+        text = dig(cm, "data", "CURRENT_AGENT_VERSION")
         version = parse_version(text)
         if version is not None:
             out[""] = Seen(_fmt(version), version,
@@ -265,7 +266,7 @@ def _cni_versions(model: Any) -> dict[str, Seen]:
 
 
 def _image(pod: dict[str, Any] | None, container: str) -> str | None:
-    containers = ((pod or {}).get("spec") or {}).get("containers") or []
+    containers = dig_list(pod, "spec", "containers")
     for c in containers:
         if isinstance(c, dict) and c.get("name") == container:
             return c.get("image")

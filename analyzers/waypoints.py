@@ -19,6 +19,7 @@ from typing import Any
 from analyzers.logs import labels, meta
 from bundler import layout
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
+from bundler.analysis.dig import dig, dig_list
 
 USE = "istio.io/use-waypoint"
 USE_NS = "istio.io/use-waypoint-namespace"
@@ -65,7 +66,7 @@ class Waypoints(Analyzer):
         gateways_path = layout.k8s_list("gateways", GATEWAY_GROUP)
         gateways = {(meta(g).get("namespace"), meta(g).get("name")): (i, g)
                     for i, g in enumerate(model.k8s("gateways", GATEWAY_GROUP))}
-        class_labels = {meta(c).get("name"): (labels(c), (c.get("spec") or {}).get("controllerName"))
+        class_labels = {meta(c).get("name"): (labels(c), dig(c, "spec", "controllerName"))
                         for c in model.k8s("gatewayclasses", GATEWAY_GROUP)}
         gateways_known = model.status(gateways_path) in ("ok", "truncated")
         namespaces = model.namespaces()
@@ -109,7 +110,7 @@ class Waypoints(Analyzer):
                 if "gateway.networking.k8s.io/gateway-name" in own:
                     continue  # the waypoint's own Service and pods
                 ns, name = str(m.get("namespace", "")), str(m.get("name", ""))
-                holder = Resource(kind, name, ns, node=((obj.get("spec") or {}).get("nodeName") or None)
+                holder = Resource(kind, name, ns, node=(dig(obj, "spec", "nodeName") if isinstance(dig(obj, "spec", "nodeName"), str) else None)
                                   if kind == "Pod" else None)
                 if USE in own:
                     target = check(holder, own, ns, needs, path, f"/items/{i}/metadata/labels/{_escape(USE)}")
@@ -144,7 +145,7 @@ def _condition(obj: dict[str, Any], index: int, path: str, holder: Resource, tar
     """A False istio.io/WaypointBound: folded into the Gateway's problem when that explains it, else a finding of
     its own (returned as ``ctx.finding`` arguments)."""
     out: list[dict[str, Any]] = []
-    conditions = (obj.get("status") or {}).get("conditions") or ()
+    conditions = dig_list(obj, "status", "conditions")
     for j, cond in enumerate(conditions):
         if not isinstance(cond, dict) or cond.get("type") != BOUND or cond.get("status") != "False":
             continue

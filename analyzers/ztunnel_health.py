@@ -18,6 +18,7 @@ import orjson
 from analyzers.logs import meta
 from bundler import layout
 from bundler.analysis import Analyzer, Context, Evidence, Finding, Metadata, Resource
+from bundler.analysis.dig import dig, dig_dict, dig_list
 from bundler.formats import openmetrics
 from bundler.manifest import timestamp as _ts
 
@@ -44,7 +45,7 @@ class ZtunnelHealth(Analyzer):
         model = ctx.model
         window_start = _ts(model.manifest.window.logs_since)
         events = _events_by_pod(model)
-        pods_index = {(meta(p).get("namespace"), meta(p).get("name")): i for i, p in enumerate(model.pods())}
+        pods_index = {(str(meta(p).get("namespace")), str(meta(p).get("name"))): i for i, p in enumerate(model.pods())}
         for ref in model.ztunnel_refs():
             pod, path, base = _pod(model, ref, pods_index)
             if pod is None:
@@ -54,7 +55,7 @@ class ZtunnelHealth(Analyzer):
             ev_events = [Evidence(layout.k8s_list("events"), pointer=f"/items/{i}",
                                   excerpt=f"{e.get('reason')} x{e.get('count', 1)}: {e.get('message')}")
                          for i, e in events.get((resource.namespace, ref.pod), [])]
-            statuses = ((pod.get("status") or {}).get("containerStatuses")) or []
+            statuses = dig_list(pod, "status", "containerStatuses")
             crashloop = False
             for index, status in enumerate(statuses):
                 if not isinstance(status, dict):
@@ -102,9 +103,9 @@ class ZtunnelHealth(Analyzer):
                   pointer: str, path: str, resource: Resource, ev_events: list[Evidence],
                   window_start: float | None) -> tuple[Finding | None, bool]:
         restarts = status.get("restartCount") or 0
-        waiting = ((status.get("state") or {}).get("waiting") or {})
+        waiting = dig_dict(status, "state", "waiting")
         crashloop = waiting.get("reason") == "CrashLoopBackOff"
-        last = ((status.get("lastState") or {}).get("terminated") or {})
+        last = dig_dict(status, "lastState", "terminated")
         if not restarts and not crashloop:
             return None, False
         reason, exit_code, finished = last.get("reason"), last.get("exitCode"), last.get("finishedAt")
@@ -170,15 +171,15 @@ def _pod(model: Any, ref: Any, index: dict) -> tuple[dict[str, Any] | None, str,
         pod = next((p for p in model.pods() if meta(p).get("name") == ref.pod), None)
     if pod is None:
         return None, "", ""
-    i = index.get((meta(pod).get("namespace"), meta(pod).get("name")), 0)
+    i = index.get((str(meta(pod).get("namespace")), str(meta(pod).get("name"))), 0)
     return pod, layout.k8s_list("pods"), f"/items/{i}"
 
 
 def _ready(pod: dict[str, Any]) -> bool | None:
-    for cond in (pod.get("status") or {}).get("conditions") or ():
+    for cond in dig_list(pod, "status", "conditions"):
         if isinstance(cond, dict) and cond.get("type") == "Ready":
             return cond.get("status") == "True"
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    statuses = dig_list(pod, "status", "containerStatuses")
     if statuses:
         return all(isinstance(s, dict) and s.get("ready") is True for s in statuses)
     return None
@@ -210,9 +211,9 @@ def _previous_tail(model: Any, ref: Any) -> Evidence | None:
 
 
 def _memory_limit(pod: dict[str, Any], container: str | None) -> str | None:
-    for c in (pod.get("spec") or {}).get("containers") or ():
+    for c in dig_list(pod, "spec", "containers"):
         if isinstance(c, dict) and (container is None or c.get("name") == container):
-            return ((c.get("resources") or {}).get("limits") or {}).get("memory")
+            return dig(c, "resources", "limits", "memory")
     return None
 
 

@@ -10,6 +10,7 @@ import click
 
 from bundler import __version__
 from bundler.errors import EXIT_ERROR, BundleError
+from bundler.views import printable
 
 # command name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except BundleError as exc:
-        click.echo(f"error: {exc}", err=True)
+        # one line, whatever the names from a hostile bundle in it hold: control characters are shown escaped
+        click.echo(f"error: {printable(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

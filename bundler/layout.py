@@ -100,8 +100,8 @@ def cni_log(node: str, pod: str, container: str = "install-cni", previous: bool 
 
 
 # --- member order ------------------------------------------------------------------------------------------
-# zstd's long-distance matching only finds the repetition between ztunnel dumps when they sit next to each
-# other in the stream, so members are grouped by kind first and by node second. Bulky logs go last.
+# zstd only finds the repetition between ztunnel dumps when they sit next to each other in the stream (within
+# its 128 MiB window), so members are grouped by kind first and by node second. Bulky logs go last.
 
 _ORDER: tuple[tuple[re.Pattern[str], int], ...] = tuple(
     (re.compile(pattern), rank)

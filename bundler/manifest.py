@@ -64,15 +64,18 @@ def parse_time(value: object) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved across midnight by its offset
         return None
-    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def timestamp(value: object) -> float | None:
     """``parse_time`` as seconds since the epoch."""
     moment = parse_time(value)
-    return moment.timestamp() if moment is not None else None
+    try:
+        return moment.timestamp() if moment is not None else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def is_rfc3339_utc(value: object) -> bool:
@@ -147,6 +150,25 @@ def _type_name(value: object) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(
         type(value), type(value).__name__
     )
+
+
+# The manifest is a few levels deep (artifacts[i].source.type); unknown keys of a newer tool may add some. A value
+# nested hundreds of levels deep parses (close to the recursion limit), then breaks whatever writes it back.
+MAX_DEPTH = 64
+
+
+def _nested_deeper(value: object, limit: int) -> bool:
+    """Whether ``value`` holds arrays or objects nested more than ``limit`` levels deep (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _broken(where: str, message: str) -> BundleFormatError:
@@ -446,4 +468,6 @@ class Manifest:
             raise BundleFormatError(f"{MANIFEST}: not valid JSON: {exc}") from None
         except RecursionError:
             raise BundleFormatError(f"{MANIFEST}: not valid JSON: nested too deeply") from None
+        if _nested_deeper(obj, MAX_DEPTH):  # unknown keys are kept and written back: none may be a hostile tower
+            raise BundleFormatError(f"{MANIFEST}: nested deeper than {MAX_DEPTH} levels")
         return cls.from_dict(obj)

@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import orjson
@@ -23,6 +24,9 @@ from bundler.errors import BundleFormatError
 GITHUB_LIMIT = 25 * 1000 * 1000
 _ZIP_OVERHEAD = 64 * 1024  # local and central headers, the parts note: generous
 _PART = re.compile(r"^(?P<name>.+)\.part(?P<n>\d{2,})\.zip$")
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error)
+_MAX_NOTE = 1 << 20  # the parts note is a few hundred bytes
+_MAX_PARTS = 10_000
 
 
 def _base(archive: Path) -> str:
@@ -62,6 +66,21 @@ def pack(archive: str | Path, part_size: int = GITHUB_LIMIT, out_dir: str | Path
     return paths
 
 
+def _check_note(note: object, part: Path) -> dict[str, object]:
+    """The parts note, checked: a stranger's zip may hold anything there."""
+    if not isinstance(note, dict):
+        raise BundleFormatError(f"{part}: the parts note is not a JSON object")
+    parts, size, sha256 = note.get("parts"), note.get("size"), note.get("sha256")
+    archive = note.get("archive", "bundle.tar.zst")
+    if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= _MAX_PARTS:
+        raise BundleFormatError(f"{part}: the parts note's parts count is not a number from 1 to {_MAX_PARTS}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise BundleFormatError(f"{part}: the parts note's size is not a byte count")
+    if not isinstance(sha256, str) or not isinstance(archive, str) or not Path(archive).name:
+        raise BundleFormatError(f"{part}: the parts note's archive name or sha256 is not a string")
+    return {**note, "parts": parts, "size": size, "sha256": sha256, "archive": archive}
+
+
 def is_parts(path: str | Path) -> bool:
     return str(path).endswith(".zip")
 
@@ -85,10 +104,10 @@ def reassemble(path: str | Path, target_dir: str | Path | None = None) -> Path:
     path = Path(path)
     parts = _siblings(path)
     folder = Path(target_dir) if target_dir else Path(tempfile.mkdtemp(prefix="ztunnel-bundle-parts-"))
+    zips: list[zipfile.ZipFile] = []
     try:
         note = None
         slices: list[tuple[int, zipfile.ZipFile, zipfile.ZipInfo]] = []
-        zips = []
         for part in parts:
             try:
                 zf = zipfile.ZipFile(part)
@@ -97,38 +116,50 @@ def reassemble(path: str | Path, target_dir: str | Path | None = None) -> Path:
             zips.append(zf)
             for info in zf.infolist():
                 if info.filename.endswith(".parts.json") and note is None:
+                    if info.file_size > _MAX_NOTE:
+                        raise BundleFormatError(f"{part}: the parts note is larger than {_MAX_NOTE} bytes")
                     try:
-                        note = orjson.loads(zf.read(info))
+                        note = _check_note(orjson.loads(zf.read(info)), part)
                     except orjson.JSONDecodeError:
                         raise BundleFormatError(f"{part}: the parts note is not JSON") from None
                 elif re.search(r"\.tar\.zst\.\d{3}$", info.filename) and "/" not in info.filename:
                     slices.append((int(info.filename.rsplit(".", 1)[1]), zf, info))
         if note is None:
-            raise BundleFormatError(f"{path}: no parts note: the first part ({_base(Path(path.name))}.part01.zip) "
-                                    "is missing")
+            match = _PART.match(path.name)
+            first = f"{match.group('name') if match else _base(path)}.part01.zip"
+            raise BundleFormatError(f"{path}: no parts note: the first part ({first}) is missing")
         numbers = sorted(n for n, _, _ in slices)
-        if numbers != list(range(1, int(note.get("parts", 0)) + 1)):
-            missing = sorted(set(range(1, int(note.get("parts", 0)) + 1)) - set(numbers))
+        if numbers != list(range(1, note["parts"] + 1)):
+            missing = sorted(set(range(1, note["parts"] + 1)) - set(numbers))
             raise BundleFormatError(f"{path}: bundle parts missing: {', '.join(f'part{n:02d}' for n in missing)}"
                                     if missing else f"{path}: unexpected bundle parts")
-        name = Path(str(note.get("archive", "bundle.tar.zst"))).name
+        name = Path(note["archive"]).name
         if not name.endswith(".tar.zst"):
             name += ".tar.zst"
         out = folder / name
         digest = hashlib.sha256()
+        written = 0
         with open(out, "wb") as dst:
             for _, zf, info in sorted(slices, key=lambda s: s[0]):
                 with zf.open(info) as src:
                     for chunk in iter(lambda: src.read(1 << 20), b""):
+                        written += len(chunk)
+                        if written > note["size"]:  # a deflated slice may expand without bound: not past the note
+                            raise BundleFormatError(f"{path}: the bundle parts hold more than the parts note's "
+                                                    f"{note['size']:,} bytes (a part was altered)")
                         digest.update(chunk)
                         dst.write(chunk)
         for zf in zips:
             zf.close()
-        if digest.hexdigest() != note.get("sha256") or out.stat().st_size != note.get("size"):
+        if digest.hexdigest() != note["sha256"] or out.stat().st_size != note["size"]:
             raise BundleFormatError(f"{path}: the reassembled archive does not match the parts note (a part was "
                                     "altered or comes from another bundle)")
         return out
-    except BaseException:
+    except BaseException as exc:
+        for zf in zips:
+            zf.close()
         if target_dir is None:
             shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, _ZIP_ERRORS):  # a damaged part: bad CRC, a truncated or unsupported member
+            raise BundleFormatError(f"{path}: damaged bundle part: {exc}") from None
         raise

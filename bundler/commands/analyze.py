@@ -59,6 +59,18 @@ def open_model(path: Path) -> Iterator[Any]:
         raise
     except Exception as exc:
         raise BundleError(f"{path}: cannot read the bundle: {type(exc).__name__}: {exc}") from None
+    try:
+        # The model reads what it can of a damaged or unsafe bundle and notes the rest among its problems; a
+        # command refuses such a bundle with the reader's one-line error, as inspect and verify do
+        # (docs/security.md): listing the members checks every one of them.
+        model.bundle.names()
+    except BaseException as exc:
+        close = getattr(model, "close", None)
+        if callable(close):
+            close()
+        if isinstance(exc, BundleError) or not isinstance(exc, Exception):
+            raise
+        raise BundleError(f"{path}: cannot read the bundle: {type(exc).__name__}: {exc}") from None
     if hasattr(model, "__enter__"):
         with model:
             yield model

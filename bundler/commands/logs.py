@@ -11,6 +11,16 @@ import click
 from bundler.errors import BundleError
 
 
+# Control characters but the tab: a log line holds what remote clients sent (paths, headers), and an escape
+# sequence from a stranger's bundle must not reach the terminal. They are shown escaped (\r, \x1b), as
+# bundler.views.printable does, in one regular expression pass (logs are big).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _printable(line: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], line) if _CONTROL.search(line) else line
+
+
 @click.command("logs")
 @click.argument("bundle", type=click.Path(path_type=str))
 @click.option("--component", "components", multiple=True, type=click.Choice(["ztunnel", "istiod", "cni"]),
@@ -54,5 +64,5 @@ def command(bundle: str, components: tuple[str, ...], nodes: tuple[str, ...], po
             if fmt == "json":
                 out.write(json.dumps(view.to_json(log, ref), ensure_ascii=False, default=str) + "\n")
             else:
-                out.write(f"{view.prefix(log)} {ref.text}\n")
+                out.write(_printable(f"{view.prefix(log)} {ref.text}") + "\n")
         out.flush()

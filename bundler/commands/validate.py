@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -28,14 +30,24 @@ def _path_hint(path: Path) -> str:
 
 
 def _read(path: Path) -> bytes:
+    """The file's bytes. Only a regular file is read: a fifo or a device (planted in an extracted bundle) would
+    block or never end, so it is opened without blocking and refused."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except IsADirectoryError:
         raise ArtifactError(f"{path}: is a directory; validate takes one artifact file") from None
     except FileNotFoundError:
         raise ArtifactError(f"{path}: no such file") from None
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ArtifactError(f"{path}: not a regular file (a fifo, device or socket); "
+                                "validate takes one artifact file")
+        try:
+            return fh.read()
+        except OSError as exc:
+            raise ArtifactError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 @click.command("validate")

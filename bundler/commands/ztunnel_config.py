@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from bundler.errors import BundleError
+from bundler.errors import ArtifactError, BundleError
 from bundler.views import ztunnel_config as views
 
 # istioctl's aliases (formats.md section 4)
@@ -32,17 +32,21 @@ class _AliasGroup(click.Group):
 
 
 def _parse_json(data: bytes, what: str) -> dict[str, Any]:
+    from bundler.validation import parse_json
+
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{what} is not valid JSON: {str(exc).splitlines()[0]}") from None
+        doc = parse_json(data)  # orjson: no RecursionError on a hostile dump nested 100000 levels deep
+    except ArtifactError as exc:
+        raise BundleError(f"{what} is not valid JSON: {exc}") from None
     from bundler.model.normalize import legacy_layout
 
     legacy = legacy_layout(doc)
     if legacy is not None:
         raise BundleError(f"{what}: {' '.join(str(legacy).split())}")
     if not isinstance(doc, dict):
-        raise BundleError(f"{what} is not a ztunnel config dump (a JSON object), but a JSON {type(doc).__name__}")
+        names = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+        got = names.get(type(doc), "value")
+        raise BundleError(f"{what} is not a ztunnel config dump (a JSON object), but a JSON {got}")
     return doc
 
 
@@ -60,9 +64,9 @@ def load_dump(bundle: str | None, file: str | None, node: str | None, ztunnel: s
         raise click.UsageError("give a BUNDLE or --file DUMP")
     if node and ztunnel:
         raise click.UsageError("give at most one of --node and --ztunnel")
-    from bundler.model import BundleModel
+    from bundler.commands.analyze import open_model
 
-    with BundleModel.open(bundle) as model:
+    with open_model(Path(bundle)) as model:  # refuses an unsafe or damaged bundle, as every command does
         refs = model.ztunnel_refs()
         known = ", ".join(f"{r.pod} ({r.node})" for r in refs) or "none"
         if ztunnel:
@@ -94,12 +98,16 @@ def _emit(output: str, short: Callable[[], str], objects: Callable[[], Any]) -> 
         click.echo(short(), nl=False)
         return
     value = objects()
-    if output == "json":
-        click.echo(json.dumps(value, indent=2))
-    else:
-        import yaml
+    try:
+        if output == "json":
+            text = json.dumps(value, indent=2)
+        else:
+            import yaml
 
-        click.echo(yaml.safe_dump(value, sort_keys=False, default_flow_style=False), nl=False)
+            text = yaml.safe_dump(value, sort_keys=False, default_flow_style=False)
+    except RecursionError:  # a hostile dump nested ~1000 levels deep parses, but cannot be written back
+        raise BundleError(f"the selected dump objects are nested too deeply to print as {output}") from None
+    click.echo(text, nl=output == "json")
 
 
 def _split_workload(value: str | None) -> tuple[str, str]:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from bundler.errors import BundleError
+from bundler.views import printable
 
 DEFAULT_PREFIX = "istio_tcp_"
 
@@ -37,9 +38,11 @@ def summarize(model: Any, names: Iterable[str] = (), labels: dict[str, str] | No
     wanted = tuple(names)
     labels = labels or {}
     series: dict[str, dict[str, int | float]] = {}
+    paths: set[str] = set()
     for ref in model.ztunnel_refs():
         if ref.metrics_path is None:
             continue
+        paths.add(ref.metrics_path)
         for family in model.metrics(ref.node):
             for sample in family.samples:
                 if not _selected(sample.name, family, wanted):
@@ -55,7 +58,10 @@ def summarize(model: Any, names: Iterable[str] = (), labels: dict[str, str] | No
                     group = f"{src} -> {dst}"
                 per = series.setdefault(sample.name, {})
                 per[group] = per.get(group, 0) + sample.value
-    return {"by": by, "series": {name: dict(sorted(groups.items())) for name, groups in sorted(series.items())}}
+    # metrics files that could not be read or parsed: their ztunnels are missing from the sums, not zero
+    unreadable = sorted({(p.path, p.message) for p in getattr(model, "problems", ()) if p.path in paths})
+    return {"by": by, "series": {name: dict(sorted(groups.items())) for name, groups in sorted(series.items())},
+            "unreadable": [{"path": path, "reason": reason} for path, reason in unreadable]}
 
 
 def render_text(summary: dict[str, Any]) -> str:
@@ -68,4 +74,6 @@ def render_text(summary: dict[str, Any]) -> str:
             lines.append(f"  {group.ljust(width)}  {text}")
     if not lines:
         lines.append("no matching series")
-    return "\n".join(lines)
+    for item in summary.get("unreadable", ()):
+        lines.append(f"not counted: {item['path']}: {item['reason']}")
+    return "\n".join(map(printable, lines))  # names and labels from the bundle: no escape reaches the terminal

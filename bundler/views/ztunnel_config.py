@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from bundler.views import printable
+
 __all__ = [
     "WorkloadFilter", "ConnectionsFilter", "tabwrite", "list_or_map", "workloads", "services", "policies",
     "certificates", "connections", "workload_table", "service_table", "policy_table", "certificate_table",
@@ -65,8 +67,15 @@ def tabwrite(text: str, padding: int = 1, minwidth: int = 0) -> str:
     return "\n".join(out)
 
 
+def _cell(text: str) -> str:
+    """A cell that cannot break the table or the terminal: a tab or line break from the dump would start a new cell
+    or row (thousands of tabs would nest the tabwriter's recursion that deep), and an escape sequence from a
+    stranger's dump must not reach the terminal, so control characters are shown escaped (\\t, \\n, \\x1b)."""
+    return printable(text)
+
+
 def _table(rows: list[list[str]], padding: int = 1) -> str:
-    return tabwrite("".join("\t".join(row) + "\n" for row in rows), padding=padding)
+    return tabwrite("".join("\t".join(map(_cell, row)) + "\n" for row in rows), padding=padding)
 
 
 # --- reading the raw dump ---------------------------------------------------------------------------------------
@@ -81,7 +90,19 @@ def list_or_map(value: Any) -> list[dict[str, Any]]:
 
 
 def _s(value: Any) -> str:
-    return value if isinstance(value, str) else ("" if value is None else str(value))
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    try:
+        return str(value)
+    except RecursionError:  # a hostile value nested ~1000 levels deep
+        return "[...]"
+
+
+def _items(value: Any) -> list[Any]:
+    """``value`` when it is a JSON array, else nothing (a hostile dump may hold any type anywhere)."""
+    return value if isinstance(value, list) else []
 
 
 def _ip_part(address: str) -> str:
@@ -102,7 +123,7 @@ class WorkloadFilter:
             return False
         if self.node and _s(wl.get("node")) != self.node:
             return False
-        if self.address and self.address not in [_s(ip) for ip in wl.get("workloadIps") or []]:
+        if self.address and self.address not in [_s(ip) for ip in _items(wl.get("workloadIps"))]:
             return False
         if self.name and _s(wl.get("name")) != self.name:
             return False
@@ -184,7 +205,7 @@ def _waypoint_name(waypoint: Any, all_services: list[dict[str, Any]]) -> str:
     for svc in all_services:
         if f"{_s(svc.get('namespace'))}/{_s(svc.get('hostname'))}" == destination:
             return _s(svc.get("name"))
-        if destination in [_s(v) for v in svc.get("vips") or []]:
+        if destination in [_s(v) for v in _items(svc.get("vips"))]:
             return _s(svc.get("name"))
     return "NA"
 
@@ -193,7 +214,7 @@ def workload_table(doc: dict[str, Any], flt: WorkloadFilter | None = None) -> st
     all_services = list_or_map(doc.get("services"))
     rows = [["NAMESPACE", "POD NAME", "ADDRESS", "NODE", "WAYPOINT", "PROTOCOL"]]
     for wl in workloads(doc, flt):
-        ips = [_s(ip) for ip in wl.get("workloadIps") or []]
+        ips = [_s(ip) for ip in _items(wl.get("workloadIps"))]
         address = ",".join(ips) if ips else _s(wl.get("hostname"))
         rows.append([_s(wl.get("namespace")), _s(wl.get("name")), address, _s(wl.get("node")),
                      _waypoint_name(wl.get("waypoint"), all_services), _s(wl.get("protocol"))])
@@ -219,7 +240,7 @@ def service_table(doc: dict[str, Any], namespace: str = "") -> str:
     status_by_uid = {_s(wl.get("uid")): _s(wl.get("status")) for wl in list_or_map(doc.get("workloads"))}
     rows = [["NAMESPACE", "SERVICE NAME", "SERVICE VIP", "WAYPOINT", "ENDPOINTS"]]
     for svc in services(doc, namespace):
-        vips = ",".join(_ip_part(_s(v)) for v in svc.get("vips") or [])
+        vips = ",".join(_ip_part(_s(v)) for v in _items(svc.get("vips")))
         rows.append([_s(svc.get("namespace")), _s(svc.get("name")), vips,
                      _waypoint_name(svc.get("waypoint"), all_services), _endpoints(svc, status_by_uid)])
     return _table(rows)
@@ -256,8 +277,8 @@ def certificate_table(doc: dict[str, Any], now: datetime | None = None) -> str:
         state = _s(cert.get("state"))
         if state.startswith("Unavailable"):
             state = "Unavailable"
-        chain = [c for c in cert.get("certChain") or cert.get("cert_chain") or [] if isinstance(c, dict)]
-        roots = [c for c in cert.get("rootCerts") or [] if isinstance(c, dict)]
+        chain = [c for c in _items(cert.get("certChain") or cert.get("cert_chain")) if isinstance(c, dict)]
+        roots = [c for c in _items(cert.get("rootCerts")) if isinstance(c, dict)]
         typed: list[tuple[str, dict[str, Any]]] = []
         if "rootCerts" in cert:
             typed = [("Leaf" if i == 0 else "Intermediate", c) for i, c in enumerate(chain)]
@@ -281,11 +302,11 @@ def certificate_table(doc: dict[str, Any], now: datetime | None = None) -> str:
 def _address_lookup(doc: dict[str, Any]) -> Callable[[str], str]:
     by_vip: dict[str, str] = {}
     for svc in list_or_map(doc.get("services")):
-        for vip in svc.get("vips") or []:
+        for vip in _items(svc.get("vips")):
             by_vip.setdefault(_ip_part(_s(vip)), _s(svc.get("hostname")))
     by_ip: dict[str, str] = {}
     for wl in list_or_map(doc.get("workloads")):
-        for ip in wl.get("workloadIps") or []:
+        for ip in _items(wl.get("workloadIps")):
             by_ip.setdefault(_s(ip), f"{_s(wl.get('name'))}.{_s(wl.get('namespace'))}")
 
     def lookup(address: str) -> str:
@@ -320,7 +341,7 @@ def connections_table(doc: dict[str, Any], flt: ConnectionsFilter | None = None)
         for direction in ("inbound", "outbound"):
             if flt.direction and flt.direction != direction:
                 continue
-            for c in conns.get(direction) or []:
+            for c in _items(conns.get(direction)):
                 if not isinstance(c, dict):
                     continue
                 src, dst = lookup(_s(c.get("src"))), lookup(_s(c.get("actualDst")))
