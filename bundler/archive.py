@@ -572,6 +572,22 @@ def _order_names(names: Iterable[str]) -> list[str]:
     return sorted(names, key=layout.order_key)
 
 
+def create_member_file(top: Path, path: str, source: Path) -> BinaryIO:
+    """A new file for member ``path`` under the folder ``top``, opened for writing. Never outside ``top`` (no
+    ``..``, absolute path or symbolic link on the way), never over an existing file: BundleFormatError."""
+    check_member_path(path)  # already checked when read; checked again because this writes
+    dest = top.joinpath(*path.split("/"))
+    real_top = os.path.realpath(top)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.commonpath([real_top, os.path.realpath(dest.parent)]) != real_top:
+            raise BundleFormatError(f"{source}: member {path!r} escapes the target folder")
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        raise BundleFormatError(f"{source}: member {path!r} clashes with another member (file and folder)") from None
+    return os.fdopen(fd, "wb")
+
+
 class Bundle:
     """A bundle opened for reading: an archive (:class:`ArchiveBundle`) or a directory (:class:`DirectoryBundle`).
 
@@ -671,20 +687,8 @@ class Bundle:
         try:
             top = staging / self.root
             top.mkdir()
-            real_top = os.path.realpath(top)
             for path, fh in self.iter_open():
-                check_member_path(path)  # already checked when read; never write outside `top`
-                dest = top.joinpath(*path.split("/"))
-                try:
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    if os.path.commonpath([real_top, os.path.realpath(dest.parent)]) != real_top:
-                        raise BundleFormatError(f"{self.source}: member {path!r} escapes the target folder")
-                    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
-                except (FileExistsError, NotADirectoryError, IsADirectoryError):
-                    raise BundleFormatError(
-                        f"{self.source}: member {path!r} clashes with another member (file and folder)"
-                    ) from None
-                with os.fdopen(fd, "wb") as out:
+                with create_member_file(top, path, self.source) as out:
                     shutil.copyfileobj(fh, out, _CHUNK)
             os.rename(top, final)
         except OSError as exc:
@@ -894,14 +898,7 @@ class _GuardedReader(io.RawIOBase):
         if self._remaining <= 0:
             return 0
         view = memoryview(buffer).cast("B")
-        want = min(len(view), self._remaining)
-        with _guard(self._source):
-            data = self._inner.read(want)
-        if not data:
-            raise BundleFormatError(
-                f"{self._source}: truncated archive: member {self._path!r} ends after"
-                f" {self._size - self._remaining} of {self._size} bytes"
-            )
+        data = self._next(len(view))
         n = len(data)
         view[:n] = data
         self._remaining -= n
@@ -914,17 +911,21 @@ class _GuardedReader(io.RawIOBase):
         # joined once: a zeroed buffer copied into bytes cost two fresh allocations and two copies per member
         parts = []
         while self._remaining > 0:
-            want = min(_CHUNK, self._remaining)
-            with _guard(self._source):
-                data = self._inner.read(want)
-            if not data:
-                raise BundleFormatError(
-                    f"{self._source}: truncated archive: member {self._path!r} ends after"
-                    f" {self._size - self._remaining} of {self._size} bytes"
-                )
+            data = self._next(_CHUNK)
             self._remaining -= len(data)
             parts.append(data)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _next(self, most: int) -> bytes:
+        """Up to ``most`` more bytes of the member (at least one); BundleFormatError when the stream ends early."""
+        with _guard(self._source):
+            data = self._inner.read(min(most, self._remaining))
+        if not data:
+            raise BundleFormatError(
+                f"{self._source}: truncated archive: member {self._path!r} ends after"
+                f" {self._size - self._remaining} of {self._size} bytes"
+            )
+        return data
 
     def close(self) -> None:
         if self._owned is not None:

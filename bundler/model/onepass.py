@@ -12,7 +12,6 @@ members from the folder, and a dump (rarely wanted raw afterwards) from the arch
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bundler import layout
-from bundler.archive import FILE_MODE, Bundle, BundleFormatError, DirectoryBundle, Member, check_member_path
+from bundler.archive import Bundle, DirectoryBundle, Member, check_member_path, create_member_file
 from bundler.errors import BundleError
 
 __all__ = ["DiskFull", "PassedBundle", "read_once"]
@@ -41,7 +40,6 @@ def read_once(archive: Bundle, folder: Path, consume: Callable[[str], bool],
     but the manifest. BundleError (damaged archive, no room on the disk) leaves the caller to clean ``folder``."""
     top = folder / archive.root
     top.mkdir()
-    real_top = os.path.realpath(top)
     digests: dict[str, tuple[int, str]] = {}
     consumed: set[str] = set()
     room = _free(folder)
@@ -57,7 +55,7 @@ def read_once(archive: Bundle, folder: Path, consume: Callable[[str], bool],
                 digests[path] = (len(data), hashed.result())
                 del data
                 continue
-            size, digest = _write(top, real_top, path, archive.source, fh, folder, room)
+            size, digest = _write(top, path, archive.source, fh, folder, room)
             room -= size
             if path != layout.MANIFEST:
                 digests[path] = (size, digest)
@@ -68,11 +66,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write(top: Path, real_top: str, path: str, source: Path, fh: BinaryIO, folder: Path,
-           room: int) -> tuple[int, str]:
+def _write(top: Path, path: str, source: Path, fh: BinaryIO, folder: Path, room: int) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    with _create(top, real_top, path, source) as out:
+    try:
+        out = create_member_file(top, path, source)
+    except OSError as exc:
+        raise BundleError(f"cannot write {top / path}: {exc.strerror or exc}") from None
+    with out:
         while chunk := fh.read(_CHUNK):
             size += len(chunk)
             if size > room:
@@ -86,20 +87,6 @@ def _write(top: Path, real_top: str, path: str, source: Path, fh: BinaryIO, fold
 
 def _free(folder: Path) -> int:
     return max(0, shutil.disk_usage(folder).free - _MARGIN)
-
-
-def _create(top: Path, real_top: str, path: str, source: Path) -> BinaryIO:
-    dest = top.joinpath(*path.split("/"))
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if os.path.commonpath([real_top, os.path.realpath(dest.parent)]) != real_top:
-            raise BundleFormatError(f"{source}: member {path!r} escapes the target folder")
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
-    except (FileExistsError, NotADirectoryError, IsADirectoryError):
-        raise BundleFormatError(f"{source}: member {path!r} clashes with another member (file and folder)") from None
-    except OSError as exc:
-        raise BundleError(f"cannot write {dest}: {exc.strerror or exc}") from None
-    return os.fdopen(fd, "wb")
 
 
 class PassedBundle(Bundle):
