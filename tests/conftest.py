@@ -25,3 +25,21 @@ def incident_dir(tmp_path_factory) -> Path:
     from bundler.archive import extract_bundle
 
     return Path(extract_bundle(SAMPLES / "bookinfo-incident.tar.zst", tmp_path_factory.mktemp("incident")))
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Start `bundle serve` on a source (default: the incident sample) with optional faults; each server is
+    stopped at the end of the test."""
+    from bundler.serve.server import start_server
+
+    servers = []
+
+    def start(source=SAMPLES / "bookinfo-incident.tar.zst", faults=None):
+        server = start_server(source, kubeconfig_out=tmp_path / f"kubeconfig-{len(servers)}", faults=faults)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -19,25 +19,9 @@ from bundler.collect.plan import Options
 from bundler.collect.run import CollectSettings, NothingCollected, collect
 from bundler.collect.kube import ClusterAccessError
 from bundler.errors import EXIT_OK, EXIT_PARTIAL
-from bundler.serve.server import start_server
 
 REPO = Path(__file__).resolve().parents[1]
 INCIDENT = REPO / "samples" / "bookinfo-incident.tar.zst"
-
-
-@pytest.fixture
-def served(request, tmp_path):
-    """Start `bundle serve` on a source (default: the incident sample) with optional faults."""
-    servers = []
-
-    def start(source=INCIDENT, faults=None):
-        server = start_server(source, kubeconfig_out=tmp_path / f"kubeconfig-{len(servers)}", faults=faults)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def run_collect(server, out: Path, options: Options | None = None, **settings) -> int:

@@ -7,14 +7,18 @@ artifact not collected with its reason, and finalises what it has.
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +35,10 @@ from bundler.manifest import rfc3339
 MAX_ATTEMPTS = 4
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
+# Redaction is pure-Python regex work (a few MB/s): in the threads that download it holds the GIL and starves them
+# (at 100 nodes it was nine tenths of collect's time). Artifacts from this size up are redacted in worker processes,
+# one per core; smaller ones, and all of them when no process can be started, in the thread that fetched them.
+REDACT_IN_PROCESS_BYTES = 256 * 1024
 
 
 @dataclass
@@ -79,6 +87,10 @@ class Engine:
         self.outcomes: dict[str, Outcome] = {}
         self._lock = threading.Lock()
         self._rng = random.Random()
+        self._redactors: _Redactors | None = None  # the worker processes, started at the first big artifact
+        self._redactors_lock = threading.Lock()
+        self._redactors_broken = False
+        self._last_success = float("-inf")  # time.monotonic() of the last request that succeeded
 
     # --- one task --------------------------------------------------------------------------------------------
 
@@ -89,6 +101,7 @@ class Engine:
         outcome = Outcome(task, "error", started=_now())
         spool = self.spool_dir / f"{index:06d}"
         last: FetchError | None = None
+        failing_since: float | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if self.stop.event.is_set():
                 outcome.status, outcome.reason = "skipped", f"not collected: {self.stop.reason}"
@@ -99,6 +112,7 @@ class Engine:
             try:
                 with open(spool, "w+b") as sink:
                     fetched, extra = task.run(self.kube, sink, timeout)
+                self._last_success = time.monotonic()
                 outcome.extra.update(extra)
                 outcome.spool, outcome.size = spool, fetched.size
                 outcome.status = "truncated" if fetched.truncated else "ok"
@@ -108,11 +122,13 @@ class Engine:
                 break
             except FetchError as exc:
                 last = exc
+                failing_since = failing_since if failing_since is not None else time.monotonic()
                 if task.missing_ok and exc.status in (400, 404):
                     outcome.status, outcome.reason = "skipped", exc.reason
                     last = None
                     break
                 if not exc.retryable or attempt == MAX_ATTEMPTS:
+                    self._gave_up(exc, failing_since)
                     break
                 delay = exc.retry_after if exc.retry_after is not None else min(
                     BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + self._rng.random())
@@ -128,11 +144,25 @@ class Engine:
             outcome.status = "error"
             outcome.reason = last.reason + (f" (after {outcome.attempts} attempts)" if outcome.attempts > 1 else "")
         if outcome.status in ("ok", "truncated"):
-            self._post_process(outcome)
+            try:
+                self._post_process(outcome)
+            except _Stopped:  # the engine stopped while this waited for redaction: it no longer counts
+                outcome.status, outcome.reason, outcome.spool = "skipped", f"not collected: {self.stop.reason}", None
+                spool.unlink(missing_ok=True)
         elif spool.exists():
             spool.unlink()
         outcome.finished = _now()
         return outcome
+
+    def _gave_up(self, exc: FetchError, failing_since: float) -> None:
+        """Stop everything when no other request can succeed either: the API server refused the credentials, or
+        it stopped accepting connections (this task gave up, retries spent, on a connection that could not be
+        made, and no request has succeeded since its first failure). The rest is recorded as not collected."""
+        if exc.kind == "unauthorized":
+            self.stop.set("authentication failed: the API server answered 401 Unauthorized (the credentials "
+                          "expired or were revoked)")
+        elif exc.kind == "unreachable" and self._last_success < failing_since:
+            self.stop.set(f"the API server became unreachable: {exc.reason}")
 
     def _post_process(self, outcome: Outcome) -> None:
         """Keep the newest bytes of an over-long log, then redact."""
@@ -157,35 +187,41 @@ class Engine:
         outcome.size = spool.stat().st_size
 
     def _redact_text(self, outcome: Outcome) -> None:
-        from bundler.redact import redact_bytes
-
-        spool = outcome.spool
-        assert spool is not None
-        data = spool.read_bytes()
-        redacted, counts = redact_bytes(data)
-        if counts:
-            spool.write_bytes(redacted)
-            outcome.extra["redactions"] = dict(sorted(counts.items()))
+        self._redact(outcome, json_document=False)
 
     def _redact_json(self, outcome: Outcome) -> None:
-        from bundler.redact import redact_kubernetes_list, redact_kubernetes_object
+        self._redact(outcome, json_document=True)
 
+    def _redact(self, outcome: Outcome, json_document: bool) -> None:
         spool = outcome.spool
         assert spool is not None
-        try:
-            document = orjson.loads(spool.read_bytes())
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(document, dict):
-            counts: Counter[str] = Counter()
-        elif "items" in document:
-            counts = redact_kubernetes_list(document)
-        else:
-            counts = redact_kubernetes_object(document)
+        counts = None
+        if spool.stat().st_size >= REDACT_IN_PROCESS_BYTES:
+            pool = self._redaction_pool()
+            if pool is not None:
+                counts = pool.redact(str(spool), json_document)  # None: no worker could do it
+        if counts is None:
+            if self.stop.event.is_set():
+                raise _Stopped  # not worth redacting here now: the archive is being written without it
+            counts = redact_file(str(spool), json_document)
         if counts:
-            # Only a change is re-serialised: an untouched document keeps the API server's bytes.
-            spool.write_bytes(orjson.dumps(document))
             outcome.extra["redactions"] = dict(sorted(counts.items()))
+
+    def _redaction_pool(self) -> _Redactors | None:
+        with self._redactors_lock:
+            if self._redactors is None and not self._redactors_broken:
+                try:
+                    self._redactors = _Redactors(_redaction_processes())
+                except (OSError, ValueError, subprocess.SubprocessError):  # no interpreter to start, no processes
+                    self._redactors_broken = True
+            return self._redactors
+
+    def _stop_redaction_pool(self) -> None:
+        with self._redactors_lock:
+            pool, self._redactors = self._redactors, None
+            self._redactors_broken = True  # a late artifact (its thread outlived the deadline) is redacted inline
+        if pool is not None:
+            pool.close()
 
     # --- the pool --------------------------------------------------------------------------------------------
     # Daemon threads, not a ThreadPoolExecutor: a request that hangs past the deadline must not keep the
@@ -214,7 +250,9 @@ class Engine:
             work.put((index, task))
         self._running: set[str] = set()
         for n in range(min(self.workers, len(self.tasks))):
-            threading.Thread(target=self._worker, args=(work, results), name=f"collect-{n}", daemon=True).start()
+            thread = threading.Thread(target=self._worker, args=(work, results), name=f"collect-{n}", daemon=True)
+            thread.start()
+            _WORKERS.add(thread)
         while len(self.outcomes) < len(self.tasks):
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
@@ -232,6 +270,7 @@ class Engine:
                 self._finish(results.get_nowait())
             except queue.Empty:
                 break
+        self._stop_redaction_pool()
         with self._lock:
             running = set(self._running)
         for task in self.tasks:
@@ -246,6 +285,146 @@ class Engine:
         self.outcomes[outcome.task.path] = outcome
         if self.progress:
             self.progress.task_done(outcome)
+
+
+class _Stopped(Exception):
+    """An artifact given up after the engine stopped (deadline, signal): it is not redacted, nor written."""
+
+
+def redact_file(path: str, json_document: bool) -> dict[str, int]:
+    """Redact the spool file ``path`` in place; the redactions per kind. Runs in a redaction process or inline.
+
+    A Kubernetes document is redacted as JSON (only a change is re-serialised: an untouched document keeps the API
+    server's bytes); anything else as text. The file is replaced atomically, never left half written."""
+    spool = Path(path)
+    data = spool.read_bytes()
+    if json_document:
+        from bundler.redact import redact_kubernetes_list, redact_kubernetes_object
+
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return {}
+        if not isinstance(document, dict):
+            return {}
+        counts: Counter[str] = redact_kubernetes_list(document) if "items" in document else \
+            redact_kubernetes_object(document)
+        redacted = orjson.dumps(document) if counts else data
+    else:
+        from bundler.redact import redact_bytes
+
+        redacted, counts = redact_bytes(data)
+    if counts:
+        tmp = spool.with_name(spool.name + ".redacted")
+        tmp.write_bytes(redacted)
+        os.replace(tmp, spool)
+    return dict(counts)
+
+
+def _redaction_processes() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+class _Redactors:
+    """Redaction worker processes: ``python -c`` running :func:`redaction_worker` with this process's ``sys.path``,
+    one request at a time each (a spool path on stdin, the counts on stdout). Plain subprocesses, not
+    multiprocessing: nothing of the caller's ``__main__`` is re-run, nothing is forked from a threaded process.
+    They run in their own session (Ctrl-C is the collector's to handle), end at EOF on stdin, and are killed when
+    the engine stops (a half-redacted artifact is never renamed over its spool). The pipes are unbuffered: a
+    daemon thread waiting on one must not hold a buffer's lock when the interpreter exits (that aborts it)."""
+
+    def __init__(self, processes: int) -> None:
+        if not sys.executable:
+            raise ValueError("no Python interpreter to start")
+        path = [os.path.abspath(p) for p in sys.path]
+        code = (f"import sys; sys.path[:0] = {path!r}; "
+                "from bundler.collect.engine import redaction_worker; redaction_worker()")
+        self._idle: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._processes: list[subprocess.Popen] = []
+        for _ in range(processes):
+            process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       bufsize=0, start_new_session=True)
+            self._processes.append(process)
+            self._idle.put(process)
+        self._alive = processes
+
+    def redact(self, path: str, json_document: bool) -> dict[str, int] | None:
+        """The counts, or None when no worker could redact it (the caller then does it itself)."""
+        while True:
+            with self._lock:
+                if self._alive <= 0:
+                    return None
+            try:
+                process = self._idle.get(timeout=0.5)
+                break
+            except queue.Empty:
+                continue
+        answer = None
+        try:
+            assert process.stdin is not None and process.stdout is not None
+            request = memoryview(orjson.dumps([path, json_document]) + b"\n")
+            while request:
+                request = request[process.stdin.write(request) or 0:]
+            line = b""
+            while not line.endswith(b"\n"):  # one answer per request: nothing is read past it
+                chunk = process.stdout.read(4096)
+                if not chunk:
+                    raise EOFError
+                line += chunk
+            answer = orjson.loads(line)
+        except (OSError, ValueError, EOFError):  # it died or was killed (ValueError: orjson's decode error too)
+            pass
+        if answer is None:
+            with self._lock:
+                self._alive -= 1
+            process.kill()
+            return None
+        self._idle.put(process)
+        return answer.get("counts")  # None with "error": the caller redacts it and sees the error itself
+
+    def close(self) -> None:
+        with self._lock:
+            self._alive = 0
+        for process in self._processes:
+            process.kill()  # idle or not: an artifact in hand no longer counts
+        for process in self._processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def redaction_worker() -> None:
+    """The loop of a redaction process: ``[path, json_document]`` per line on stdin, ``{"counts": {...}}`` (or
+    ``{"error": "..."}``) per line on stdout, until EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        try:
+            path, json_document = orjson.loads(line)
+            answer: dict[str, Any] = {"counts": redact_file(path, bool(json_document))}
+        except Exception as exc:  # noqa: BLE001 - reported to the collector, which redacts the file itself
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        out.write(orjson.dumps(answer) + b"\n")
+        out.flush()
+
+
+_WORKERS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+@atexit.register
+def _settle_workers(grace: float = 3.0) -> None:
+    """At exit, give the workers still in a request (the engine stopped early) a moment to return first. A daemon
+    thread that wakes up while the interpreter finalises is ended with pthread_exit, which can abort the whole
+    process (SIGABRT after the archive was written); one that returns before, or never, is harmless."""
+    end = time.monotonic() + grace
+    for thread in list(_WORKERS):
+        thread.join(max(0.0, end - time.monotonic()))
 
 
 def _keep_tail(path: Path, limit: int) -> None:

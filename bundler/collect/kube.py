@@ -10,6 +10,9 @@ a retry may help.
 from __future__ import annotations
 
 import http.client
+import logging
+import re
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -24,15 +27,18 @@ class ClusterAccessError(BundleError):
 
 
 class FetchError(Exception):
-    """One request failed. ``status`` is the HTTP status, or 0 for a transport error."""
+    """One request failed. ``status`` is the HTTP status, or 0 for a transport error. ``kind`` says when the
+    failure is the API server's rather than the request's: ``unreachable`` (no connection could be made),
+    ``tls`` (the TLS handshake failed), ``unauthorized`` (the API server refused the credentials)."""
 
     def __init__(self, reason: str, status: int = 0, retry_after: float | None = None,
-                 retryable: bool = False) -> None:
+                 retryable: bool = False, kind: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
         self.retryable = retryable
+        self.kind = kind
 
 
 @dataclass
@@ -87,8 +93,13 @@ class Kube:
                 config.load_incluster_config(client_configuration=cfg)
                 self.context = "in-cluster"
             else:
-                config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
-                                        persist_config=False)
+                with _ExecPluginErrors() as exec_errors:
+                    config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
+                                            persist_config=False)
+                if exec_errors.messages:
+                    # The client only logs a failed exec plugin and goes on without credentials (then: 401).
+                    raise ClusterAccessError(f"the kubeconfig's exec credential plugin failed: "
+                                             f"{_one_line(exec_errors.messages[0])}")
                 self.context = context or _current_context(kubeconfig)
         except ConfigException as exc:
             raise ClusterAccessError(f"cannot load the Kubernetes configuration: {exc}") from None
@@ -118,8 +129,10 @@ class Kube:
                 auth_settings=["BearerToken"])
             response = self.api.call_api(method, url, header_params=headers, body=body,
                                          _request_timeout=(min(10.0, timeout), timeout))
-        except ApiException as exc:
-            raise FetchError(f"TLS or request error: {exc.reason}".strip(), 0, retryable=False) from None
+        except ApiException as exc:  # the client's wrapping of urllib3's SSLError
+            raise FetchError(_tls_reason(self.config.host, str(exc.reason or "")), 0, kind="tls") from None
+        except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
+            raise FetchError(_connect_reason(self.config.host, exc), 0, retryable=True, kind="unreachable") from None
         except urllib3.exceptions.MaxRetryError as exc:
             raise FetchError(f"cannot reach the API server: {_cause(exc)}", 0, retryable=True) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -131,7 +144,8 @@ class Kube:
                 message = _status_message(body_bytes)
                 retryable = response.status in (429, 500, 502, 503, 504)
                 raise FetchError(f"HTTP {response.status}: {message}", response.status,
-                                 _retry_after(raw.headers), retryable)
+                                 _retry_after(raw.headers), retryable,
+                                 kind="unauthorized" if _api_server_401(response.status, body_bytes) else "")
             try:
                 size, truncated = _copy(raw.stream(CHUNK, decode_content=True), sink, max_bytes)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -170,9 +184,17 @@ class Kube:
                 pf = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port),
                                  _request_timeout=timeout)
             except ApiException as exc:
+                cause = exc.__context__  # what the websocket connection raised, wrapped by the client
+                if isinstance(cause, (ssl.SSLError, ssl.CertificateError)):
+                    raise FetchError(_tls_reason(self.config.host, str(cause)), 0, kind="tls") from None
+                if _cannot_connect(cause):
+                    raise FetchError(f"port-forward to {namespace}/{pod}:{port}: "
+                                     f"{_connect_reason(self.config.host, cause)}", 0, retryable=True,
+                                     kind="unreachable") from None
                 status, message = _handshake_failure(exc)
                 raise FetchError(f"port-forward to {namespace}/{pod}:{port} refused: {message}",
-                                 status, retryable=status in (0, 429, 500, 502, 503, 504)) from None
+                                 status, retryable=status in (0, 429, 500, 502, 503, 504),
+                                 kind="unauthorized" if status == 401 else "") from None
             except Exception as exc:  # websocket-client raises its own exception types on a failed handshake
                 raise FetchError(f"port-forward to {namespace}/{pod}:{port} failed: {type(exc).__name__}: {exc}",
                                  0, retryable=True) from None
@@ -266,3 +288,78 @@ def _current_context(kubeconfig: str | None) -> str | None:
     except Exception:  # the context name is informational only
         return None
 
+
+class _ExecPluginErrors(logging.Handler):
+    """Collects what the client logs when a kubeconfig's exec plugin fails (it logs with ``logging.error`` and
+    goes on without credentials). While installed on the root logger, ``logging.error`` does not configure a
+    stderr handler of its own, so the failure is reported once, by the caller."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.funcName == "_load_from_exec_plugin":
+            self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _ExecPluginErrors:
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().removeHandler(self)
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _tls_reason(host: str, text: str) -> str:
+    """One line for a failed TLS handshake with the API server, and what it most likely means."""
+    text = re.sub(r"^\s*SSLError\s*", "", text)  # the client puts the type's name on a line of its own
+    text = _one_line(re.sub(r"\s*\(_ssl\.c:\d+\)", "", text))
+    lower = text.lower()
+    if any(s in lower for s in ("wrong_version_number", "wrong version number", "record layer failure",
+                                "http_request", "packet length too long", "unexpected eof")):
+        hint = "the server does not speak TLS: plain HTTP behind an https:// URL?"
+    elif "expired" in lower or "not yet valid" in lower:
+        hint = ""
+    elif "mismatch" in lower or "not valid for" in lower or "hostname" in lower:
+        hint = "the API server's certificate is not valid for the kubeconfig's server name (or tls-server-name)"
+    elif "certificate verify failed" in lower:
+        hint = "the API server's certificate is not signed by the kubeconfig's certificate-authority"
+    else:
+        hint = ""
+    return f"TLS handshake with the API server {host} failed: {text}" + (f" ({hint})" if hint else "")
+
+
+def _connect_reason(host: str, exc: BaseException) -> str:
+    """``cannot connect to the API server https://h:p: [Errno 111] Connection refused``."""
+    text = str(exc)
+    marker = "Failed to establish a new connection: "
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    return f"cannot connect to the API server {host}: {_one_line(text, 300)}"
+
+
+def _cannot_connect(exc: BaseException | None) -> bool:
+    """No connection to the API server could be made at all (refused, no route, no such host)."""
+    import errno
+    import socket
+
+    return isinstance(exc, (ConnectionRefusedError, socket.gaierror)) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL))
+
+
+def _api_server_401(status: int, body: bytes) -> bool:
+    """A 401 of the API server itself (a Status ``Unauthorized``), not one a pod answered through the proxy."""
+    if status != 401:
+        return False
+    import orjson
+
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == "Status" and doc.get("reason") == "Unauthorized"

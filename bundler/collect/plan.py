@@ -91,17 +91,36 @@ def _node(obj: dict[str, Any]) -> str:
     return obj.get("spec", {}).get("nodeName", "")
 
 
+def _get_json(kube: Kube, path: str, query: list[tuple[str, Any]] | None = None) -> Any:
+    """``kube.get_json`` with the engine's retry policy (429, 5xx, resets, timeouts; Retry-After, capped), so a
+    throttled or briefly failing API server does not end the collection before it starts. An API server that
+    cannot be connected to at all is reported at once."""
+    import random
+    import time
+
+    from bundler.collect.engine import BACKOFF_BASE, BACKOFF_CAP, MAX_ATTEMPTS
+
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return kube.get_json(path, query)
+        except FetchError as exc:
+            if not exc.retryable or exc.kind == "unreachable" or attempt == MAX_ATTEMPTS:
+                raise
+            backoff = BACKOFF_BASE * 2 ** (attempt - 1) * (0.5 + random.random())
+            time.sleep(min(BACKOFF_CAP, exc.retry_after if exc.retry_after is not None else backoff))
+
+
 def _pods(kube: Kube, selector: str) -> list[dict[str, Any]]:
-    items = kube.get_json("/api/v1/pods", [("labelSelector", selector)]).get("items") or []
+    items = _get_json(kube, "/api/v1/pods", [("labelSelector", selector)]).get("items") or []
     return sorted(items, key=lambda p: (_ns(p), _name(p)))
 
 
 def discover(kube: Kube, selectors: Selectors) -> Discovery:
-    version = kube.get_json("/version")
-    nodes = kube.get_json("/api/v1/nodes").get("items") or []
+    version = _get_json(kube, "/version")
+    nodes = _get_json(kube, "/api/v1/nodes").get("items") or []
     api_resources: list[tuple[str, str, str]] = []
     try:
-        groups = kube.get_json("/apis").get("groups") or []
+        groups = _get_json(kube, "/apis").get("groups") or []
     except FetchError:
         groups = []
     for group in groups:
@@ -109,7 +128,7 @@ def discover(kube: Kube, selectors: Selectors) -> Discovery:
             continue
         preferred = (group.get("preferredVersion") or {}).get("version") or group["versions"][0]["version"]
         try:
-            resources = kube.get_json(f"/apis/{group['name']}/{preferred}").get("resources") or []
+            resources = _get_json(kube, f"/apis/{group['name']}/{preferred}").get("resources") or []
         except FetchError:
             continue
         for res in resources:
@@ -134,7 +153,7 @@ def _peer_nodes(kube: Kube, pod: dict[str, Any], ztunnel: dict[str, Any] | None,
     try:
         kube.forward_get(_ns(ztunnel), _name(ztunnel), 15000, "/config_dump", buf, timeout=timeout)
         dump = orjson.loads(buf.getvalue())
-        all_pods = kube.get_json("/api/v1/pods").get("items") or []
+        all_pods = _get_json(kube, "/api/v1/pods").get("items") or []
     except (FetchError, orjson.JSONDecodeError):
         return set()
     by_ip = {}
@@ -170,13 +189,13 @@ def resolve_scope(kube: Kube, d: Discovery, options: Options) -> tuple[str, list
     ztunnel_on = {_node(z): z for z in d.ztunnels}
     namespaces = set(options.namespaces)
     for ns in options.namespaces:
-        for pod in kube.get_json(f"/api/v1/namespaces/{ns}/pods").get("items") or []:
+        for pod in _get_json(kube, f"/api/v1/namespaces/{ns}/pods").get("items") or []:
             if _node(pod):
                 nodes.add(_node(pod))
     for ref in options.pods:
         ns, _, name = ref.partition("/")
         try:
-            pod = kube.get_json(f"/api/v1/namespaces/{ns}/pods/{name}")
+            pod = _get_json(kube, f"/api/v1/namespaces/{ns}/pods/{name}")
         except FetchError as exc:
             warnings.append(f"pod {ref}: {exc.reason}")
             continue
@@ -187,8 +206,8 @@ def resolve_scope(kube: Kube, d: Discovery, options: Options) -> tuple[str, list
     # Keep the waypoints the workloads in scope use: their pods' nodes come along.
     for ns in sorted(namespaces):
         try:
-            waypoints = kube.get_json(f"/api/v1/namespaces/{ns}/pods",
-                                      [("labelSelector", "gateway.networking.k8s.io/gateway-name")]).get("items")
+            waypoints = _get_json(kube, f"/api/v1/namespaces/{ns}/pods",
+                                  [("labelSelector", "gateway.networking.k8s.io/gateway-name")]).get("items")
         except FetchError:
             waypoints = []
         nodes |= {_node(p) for p in waypoints or [] if _node(p)}

@@ -69,9 +69,18 @@ rules:
 
 def preflight(kube: Kube) -> tuple[list[str], bool]:
     """(messages naming each missing permission and what it costs, whether the review could be made)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def review(p: Permission) -> bool | None:
+        return kube.can_i(p.verb, p.resource, p.group, subresource=p.subresource)
+
+    # The reviews at once (as many as the client's connection pool holds): one after another they cost a round
+    # trip each before anything is collected.
+    parallel = max(1, min(len(PERMISSIONS), getattr(getattr(kube, "config", None), "connection_pool_maxsize", 1) or 1))
+    with ThreadPoolExecutor(parallel, thread_name_prefix="preflight") as pool:
+        answers = list(pool.map(review, PERMISSIONS))
     missing = []
-    for p in PERMISSIONS:
-        allowed = kube.can_i(p.verb, p.resource, p.group, subresource=p.subresource)
+    for p, allowed in zip(PERMISSIONS, answers):
         if allowed is None:
             return ["the permission preflight could not run (SelfSubjectAccessReview failed); going on"], False
         if not allowed:

@@ -109,13 +109,14 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
     warnings: list[str] = []
     try:
         missing, _ = preflight(kube)
-        for message in missing:
-            say(f"warning: {message}")
-        warnings += missing
         try:
             plan = build_plan(kube, options)
         except FetchError as exc:
-            raise ClusterAccessError(f"cannot discover the mesh: {exc.reason}") from None
+            raise ClusterAccessError(_access_error(kube, exc)) from None
+        # Only now: when the cluster cannot be reached at all, the error above is the one line to show.
+        for message in missing:
+            say(f"warning: {message}")
+        warnings += missing
         for message in plan.warnings:
             say(f"warning: {message}")
         warnings += plan.warnings
@@ -129,9 +130,11 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
                     outcomes = list(engine.run().values())
             if engine.stop.event.is_set():
                 say(f"stopped: {engine.stop.reason}; writing what was collected")
+                warnings.append(f"collection stopped early: {engine.stop.reason}")
             collected = [o for o in outcomes if o.status in ("ok", "truncated")]
             if not collected:
-                reasons = sorted({o.reason or o.status for o in outcomes})[:3]
+                reasons = [engine.stop.reason] if engine.stop.event.is_set() else \
+                    sorted({o.reason or o.status for o in outcomes})[:3]
                 raise NothingCollected("nothing could be collected: " + "; ".join(reasons))
             pseudo = _pseudonymize(settings, plan, outcomes) if settings.pseudonymize else None
             finished = datetime.now(timezone.utc)
@@ -154,6 +157,16 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
     failed = [o for o in outcomes if o.status == "error" or (o.status == "skipped" and not o.task.missing_ok)]
     say(f"wrote {settings.out} ({size:,} bytes): {len(collected)} artifacts, {len(failed)} not collected")
     return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _access_error(kube: Kube, exc: FetchError) -> str:
+    """The one line for a cluster that cannot be used at all (discovery failed)."""
+    if exc.kind == "unauthorized":
+        return (f"authentication failed: the API server {kube.config.host} answered 401 Unauthorized (the "
+                f"kubeconfig's credentials are wrong, expired or revoked)")
+    if exc.kind in ("tls", "unreachable"):
+        return exc.reason
+    return f"cannot discover the mesh: {exc.reason}"
 
 
 def _fit(settings: CollectSettings, plan: Plan, outcomes: list[Outcome], describe, say) -> int:

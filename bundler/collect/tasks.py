@@ -165,7 +165,7 @@ class IstiodProxyView(Task):
 
     def run(self, kube: Kube, sink: BinaryIO, timeout: float) -> tuple[Fetched, dict[str, Any]]:
         answers: list[str] = []
-        retryable = False
+        errors: list[FetchError] = []
         for namespace, name in self.replicas:
             try:
                 fetched = kube.forward_get(namespace, name, 15014, self.url_path, sink, timeout=timeout,
@@ -174,15 +174,20 @@ class IstiodProxyView(Task):
                 sink.seek(0)
                 sink.truncate()
                 answers.append(f"{name}: {exc.reason}")
-                retryable = retryable or (exc.retryable and exc.status != 404)
+                errors.append(exc)
                 continue
             return fetched, {"source": {"type": "portforward", "namespace": namespace, "pod": name, "port": 15014,
                                         "urlPath": self.url_path, "replica": name,
                                         "asked": [n for _, n in self.replicas]}}
         if not self.replicas:
             raise FetchError("no istiod replica found")
-        if not retryable:
+        if all(e.status == 404 for e in errors):
             raise FetchError(f"404 from every istiod replica ({', '.join(n for _, n in self.replicas)}): "
                              "Proxy not connected to this Pilot instance", 404)
-        raise FetchError("; ".join(answers), 0, retryable=True)
+        # Not only "not connected here": a refusal, a 401, the API server gone. Retry if any answer may change.
+        failed = [e for e in errors if e.status != 404]
+        kinds = {e.kind for e in failed}
+        retryable = any(e.retryable for e in failed)
+        raise FetchError("; ".join(answers), 0 if retryable else failed[0].status, retryable=retryable,
+                         kind=kinds.pop() if len(kinds) == 1 else "")
 

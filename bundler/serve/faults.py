@@ -11,7 +11,9 @@ faults however the requests interleave (no shared random stream consumed in arri
 
 The middleware (``FaultInjector.middleware``) does everything itself, in this order, for each request:
 
-1. count the request and draw the decision of every matching rule;
+1. count the request and draw the decision of every matching rule; once ``shutdownAfter`` requests have been
+   answered, the API server goes away (the request is reset, the server stops listening and drops its
+   connections); once ``unauthorizedAfter`` have been, every request gets 401 Unauthorized (a revoked token);
 2. wait the latency (global ``latency`` plus that of every rule that fired);
 3. the fault of the first rule that fired with a ``fault``: a Status error, a reset, or a hang;
 4. ``forbidden``: 403 Forbidden;
@@ -270,6 +272,8 @@ class Config:
     portforward_refused: tuple[str, ...] = ()  # "namespace/name[:port]" globs
     slow_logs: int | None = None
     slow_logs_pods: tuple[tuple[str, int], ...] = ()  # ("namespace/name" glob, bytes per second)
+    shutdown_after: int | None = None  # the API server goes away after this many requests
+    unauthorized_after: int | None = None  # the token is revoked after this many requests: 401 from then on
 
 
 def _any_glob(value: str, patterns: Iterable[str]) -> bool:
@@ -480,7 +484,7 @@ def _slow_logs(value: Any) -> tuple[int | None, tuple[tuple[str, int], ...]]:
 
 
 _TOP_KEYS = ("seed", "user", "latency", "bandwidth", "rules", "forbidden", "deletedPods", "portforwardRefused",
-             "slowLogs")
+             "slowLogs", "shutdownAfter", "unauthorizedAfter")
 
 
 def config_from_dict(data: Any) -> Config:
@@ -516,6 +520,10 @@ def config_from_dict(data: Any) -> Config:
         kwargs["portforward_refused"] = _pod_patterns(r.get("portforwardRefused"), "portforwardRefused", port=True)
     if r.has("slowLogs"):
         kwargs["slow_logs"], kwargs["slow_logs_pods"] = _slow_logs(r.get("slowLogs"))
+    if r.has("shutdownAfter"):
+        kwargs["shutdown_after"] = _int(r.get("shutdownAfter"), "shutdownAfter", minimum=0)
+    if r.has("unauthorizedAfter"):
+        kwargs["unauthorized_after"] = _int(r.get("unauthorizedAfter"), "unauthorizedAfter", minimum=0)
     return Config(**kwargs)
 
 
@@ -536,6 +544,7 @@ class Decision:
     n: int  # how many times this (method, target) was seen before
     verb: str
     api: ApiRequest
+    index: int = 0  # how many requests (any) were planned before this one
     latency_ms: float = 0.0
     bandwidth: int | None = None  # bytes per second for the body, None for no limit
     fault: int | str | None = None
@@ -564,7 +573,11 @@ class FaultInjector:
         self._stats: Counter[str] = Counter()
         self._hung: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._stopped = False
+        self._gone = False
         self.log_bytes_per_second: int | None = self.config.slow_logs
+        # Set by the server (``start_server``): closes its listener and drops every open connection. Awaited
+        # once, when ``shutdownAfter`` is reached; without it, requests from then on are only reset.
+        self.stop_listening: Callable[[], Awaitable[Any]] | None = None
 
     # --- construction ---------------------------------------------------------------------------------------
 
@@ -596,7 +609,8 @@ class FaultInjector:
     def stats(self) -> dict[str, int]:
         """Counts: requests, latency (requests delayed), latency_ms (total), bandwidth (bodies throttled),
         status_429 / status_500 / status_503 / status_504, reset, hang, forbidden, not_found (deleted pods),
-        portforward_refused, slow_logs (log bodies throttled)."""
+        portforward_refused, slow_logs (log bodies throttled), shutdown (``shutdownAfter`` reached),
+        unauthorized (401s of ``unauthorizedAfter``)."""
         with self._lock:
             return dict(self._stats)
 
@@ -661,13 +675,14 @@ class FaultInjector:
         with self._lock:
             n = self._seen.get((method, target), 0)
             self._seen[(method, target)] = n + 1
+            index = self._stats["requests"]
             self._stats["requests"] += 1
         raw_path, _, query = target.partition("?")
         path = unquote(raw_path)
         api = parse_api_path(path)
         verb = request_verb(method, api, query)
         cfg = self.config
-        decision = Decision(n=n, verb=verb, api=api, bandwidth=cfg.bandwidth)
+        decision = Decision(n=n, verb=verb, api=api, index=index, bandwidth=cfg.bandwidth)
         latency = 0.0
         if cfg.latency is not None:
             latency += cfg.latency.ms + cfg.latency.jitter_ms * draw(cfg.seed, "latency", method, target, n)
@@ -698,6 +713,14 @@ class FaultInjector:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         decision = self.plan(request.method, request.rel_url.raw_path_qs)
         api = decision.api
+        cfg = self.config
+        if cfg.shutdown_after is not None and decision.index >= cfg.shutdown_after:
+            await self._go_away()
+            return _reset(request)
+        if cfg.unauthorized_after is not None and decision.index >= cfg.unauthorized_after:
+            self._count("unauthorized")
+            return web.Response(status=401, body=status_body(401, "Unauthorized", reason="Unauthorized"),
+                                content_type="application/json")
         if decision.latency_ms > 0:
             self._count("latency")
             self._count("latency_ms", round(decision.latency_ms))
@@ -747,6 +770,19 @@ class FaultInjector:
                 loop.call_soon_threadsafe(_resolve, future)
             except RuntimeError:  # the loop is closed: nothing waits any more
                 pass
+
+    async def _go_away(self) -> None:
+        """``shutdownAfter`` was reached: the API server goes away. Hung requests are released (reset), the
+        server's listener is closed and its connections dropped (``stop_listening``); runs once."""
+        with self._lock:
+            first, self._gone = not self._gone, True
+        if not first:
+            self._count("reset")
+            return
+        self._count("shutdown")
+        self.shutdown()
+        if self.stop_listening is not None:
+            await self.stop_listening()
 
     # --- faults -----------------------------------------------------------------------------------------------
 

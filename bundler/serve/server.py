@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -167,7 +169,10 @@ def start_server(source: str | Path | ServedCluster, *, port: int = 0, host: str
 
         async def setup() -> None:
             await runner.setup()
-            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+            site = web.SockSite(runner, sock, ssl_context=ssl_context)
+            await site.start()
+            if injector is not None and hasattr(injector, "stop_listening"):
+                injector.stop_listening = functools.partial(_stop_listening, runner, site)
 
         def run() -> None:
             asyncio.set_event_loop(loop)
@@ -206,6 +211,21 @@ def start_server(source: str | Path | ServedCluster, *, port: int = 0, host: str
         if owns:
             cluster.close()
         raise
+
+
+async def _stop_listening(runner: web.AppRunner, site: web.BaseSite) -> None:
+    """The API server goes away (faults ``shutdownAfter``): new connections are refused and every open one is
+    reset, as when a control plane node dies. The loop keeps running: ``stop()`` still cleans up."""
+    await site.stop()
+    for handler in runner.server.connections if runner.server is not None else []:
+        transport = handler.transport
+        if transport is None:
+            continue
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
 
 
 @contextlib.contextmanager
