@@ -32,6 +32,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -86,30 +87,53 @@ class Child(NamedTuple):
     wall_s: float
     rss_mb: float  # peak RSS of this child alone (wait4's rusage)
     cpu_s: float  # user + system
-    stderr: str
+    stderr: str  # and stdout
 
 
-def run_child(args: list[str], log: Path, timeout: float | None = None) -> Child:
-    """Run ``python -m bundler ARGS`` and measure it with wait4: wall time, peak RSS and CPU of that one process."""
-    with open(log, "w+") as err:
+# Children are started by a small launcher process, not by this one: Linux carries a process's peak RSS across
+# fork/vfork + exec (ru_maxrss of a child starts at its parent's high-water mark), so a child of this process,
+# which reads manifests and grows, would report this process's peak, not its own.
+_LAUNCHER_CODE = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    req = json.loads(line)
+    with open(req["log"], "wb") as err:
         began = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "bundler", *args], stdout=subprocess.DEVNULL, stderr=err,
-                                   cwd=REPO, env=_env())
-        deadline = None if timeout is None else began + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if deadline is not None and time.perf_counter() > deadline:
-                process.kill()
-                _, status, usage = os.wait4(process.pid, 0)
-                break
-            time.sleep(0.02)
+        process = subprocess.Popen(req["argv"], stdout=err, stderr=err, cwd=req["cwd"], env=req["env"])
+        _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - began
-        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
-        err.seek(0)
-        text = err.read()
-    return Child(process.returncode, wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, text)
+    print(json.dumps({"code": os.waitstatus_to_exitcode(status), "wall": wall, "maxrss_kb": usage.ru_maxrss,
+                      "cpu": usage.ru_utime + usage.ru_stime}), flush=True)
+"""
+_launcher: subprocess.Popen | None = None
+
+
+def _launch(argv: list[str], log: Path) -> dict:
+    global _launcher
+    if _launcher is None or _launcher.poll() is not None:
+        _launcher = subprocess.Popen([sys.executable, "-I", "-c", _LAUNCHER_CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+    assert _launcher.stdin is not None and _launcher.stdout is not None
+    _launcher.stdin.write(json.dumps({"argv": argv, "log": str(log), "cwd": str(REPO), "env": _env()}) + "\n")
+    _launcher.stdin.flush()
+    return json.loads(_launcher.stdout.readline())
+
+
+def _stop_launcher() -> None:
+    global _launcher
+    if _launcher is not None:
+        if _launcher.stdin is not None:
+            _launcher.stdin.close()  # it ends at EOF
+        _launcher.wait()
+        _launcher = None
+
+
+def run_child(args: list[str], log: Path) -> Child:
+    """Run ``python -m bundler ARGS`` and measure it with wait4: wall time, peak RSS (of the process, or of its
+    largest child) and CPU (its own and its children's)."""
+    answer = _launch([sys.executable, "-m", "bundler", *args], log)
+    return Child(answer["code"], answer["wall"], answer["maxrss_kb"] / 1024, answer["cpu"],
+                 log.read_text(errors="replace"))
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -301,10 +325,8 @@ def run_size(nodes: int, pods: int, args: argparse.Namespace, workdir: Path) -> 
         other.unlink()
     elif not args.logs:
         row["nologs_archive_mb"] = row["synth_archive_mb"]
-    from bundler.archive import open_bundle
-
-    with open_bundle(archive) as bundle:
-        row["pods"] = _pod_count(bundle)
+    summary = re.search(r"(\d+) nodes, (\d+) pods", child.stderr)
+    row["pods"] = int(summary.group(2)) if summary else pods
 
     measured = archive  # what the size and analyze figures are of: the collected archive, else the synthetic one
     if not args.skip_collect:
@@ -362,15 +384,6 @@ def run_size(nodes: int, pods: int, args: argparse.Namespace, workdir: Path) -> 
             raise SystemExit(f"bundle analyze failed ({child.code}): {child.stderr[-2000:]}")
         row.update(analyze_s=child.wall_s, analyze_rss_mb=child.rss_mb)
     return row
-
-
-def _pod_count(bundle) -> int:
-    import orjson
-
-    try:
-        return len(orjson.loads(bundle.read("cluster/pods.json")).get("items") or [])
-    except Exception:  # noqa: BLE001 - informational only
-        return 0
 
 
 # --- output ----------------------------------------------------------------------------------------------------------
@@ -450,11 +463,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     sizes = sorted(args.sizes or (SMOKE_SIZES if args.smoke else DEFAULT_SIZES))
     rows = []
-    for nodes, pods in sizes:
-        with tempfile.TemporaryDirectory(prefix=f"scale-{nodes}-", dir=args.workdir) as tmp:
-            rows.append(run_size(nodes, pods, args, Path(tmp)))
-        if not args.json:
-            print(f"done: {nodes} nodes x {pods} pods", file=sys.stderr, flush=True)
+    try:
+        for nodes, pods in sizes:
+            with tempfile.TemporaryDirectory(prefix=f"scale-{nodes}-", dir=args.workdir) as tmp:
+                rows.append(run_size(nodes, pods, args, Path(tmp)))
+            if not args.json:
+                print(f"done: {nodes} nodes x {pods} pods", file=sys.stderr, flush=True)
+    finally:
+        _stop_launcher()
     sys.stderr.flush()
     if args.save:
         args.save.write_text(json.dumps(rows, indent=1))
