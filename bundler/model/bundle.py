@@ -212,6 +212,7 @@ class BundleModel:
         self._maps: dict[Any, Any] = {}  # equal section dicts of views parsed whole, shared (see _shared)
         self._validator = _ItemValidator()
         self._metrics: dict[str, list[ParsedFamily]] = {}  # parsed once, shared (read-only)
+        self._refs_by_node: dict[str, list[ZtunnelRef]] | None = None
         self._dump_issues: dict[str, list[ValidationIssue]] = {}  # schema issues found during the one pass
         self.digests: dict[str, tuple[int, str]] | None = None  # (size, sha256) by path, when read in one pass
 
@@ -596,8 +597,12 @@ class BundleModel:
 
     def metrics(self, node: str) -> list[ParsedFamily]:
         """The ztunnel metrics of ``node`` parsed; [] if absent or unparseable (a Problem says which)."""
-        for ref in self.ztunnel_refs():
-            if ref.node != node or ref.metrics_path is None:
+        if self._refs_by_node is None:  # called once per node by several analyzers: no scan of every ref each time
+            self._refs_by_node = {}
+            for ref in self.ztunnel_refs():
+                self._refs_by_node.setdefault(ref.node, []).append(ref)
+        for ref in self._refs_by_node.get(node, ()):
+            if ref.metrics_path is None:
                 continue
             cached = self._metrics.get(ref.metrics_path)
             if cached is not None:
