@@ -22,7 +22,8 @@ For each size it prints:
 
 Every figure is measured in the run; ratios are against the first (smallest) size of the same invocation. The
 machine's cores are shared by the server, the collector and the compressors: on a small machine the numbers
-measure all of them together.
+measure all of them together, so the table also gives the CPU floor, (collect CPU + serve CPU) / cores, and
+collect's wall time against the larger of the ideal bound and that floor.
 """
 
 from __future__ import annotations
@@ -361,6 +362,9 @@ def run_size(nodes: int, pods: int, args: argparse.Namespace, workdir: Path) -> 
             latency = args.latency_ms / 1000
             row["ideal_s"] = requests / concurrency * latency + size / (row["bandwidth_mbs"] * 1e6)
             row["serial_ideal_s"] = requests * latency + size / (row["bandwidth_mbs"] * 1e6)
+            # The server runs on the same cores: collect cannot end before their CPU work is done.
+            row["cores"] = os.cpu_count() or 1
+            row["cpu_floor_s"] = (row["collect_cpu_s"] + row.get("serve_cpu_s", 0.0)) / row["cores"]
             if not args.skip_serial:
                 serial_out = workdir / "collected-serial.tar.zst"
                 serial = collect(server, serial_out, 1, args.deadline, workdir / "collect-serial.log", args.redact)
@@ -409,18 +413,22 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
               f"requests / concurrency x latency + bytes / bandwidth; bandwidth: {', '.join(sorted(bw))}")
         print(f"{'nodes':>6} {'pods':>6} {'requests':>8} {'MB':>8} {'MB/s':>6} {'ideal s':>8} {'collect s':>9} "
               f"{'x ideal':>7} {'serial s':>8} {'x ideal':>7} {'speedup':>7} {'CPU s':>7} {'serve CPU':>9} {'RSS MB':>7} {'x':>5} "
-              f"{'exit':>4}")
+              f"{'exit':>4} {'CPU floor s':>11} {'x bound':>7}")
         for r in rows:
+            bound = max(r["ideal_s"], r["cpu_floor_s"])
             speedup = r["serial_s"] / r["collect_s"] if "serial_s" in r else None
             serial_x = r["serial_s"] / r["serial_ideal_s"] if "serial_s" in r else None
             print(f"{r['nodes']:>6} {r['pods']:>6} {r['requests']:>8} {r['bytes_mb']:>8.1f} {r['bandwidth_mbs']:>6.0f} "
                   f"{r['ideal_s']:>8.3f} {r['collect_s']:>9.2f} {r['collect_s'] / r['ideal_s']:>7.2f} "
                   f"{_f(r.get('serial_s'), '>8.2f')} {_f(serial_x, '>7.2f')} {_f(speedup, '>7.2f')} {r['collect_cpu_s']:>7.1f} "
                   f"{_f(r.get('serve_cpu_s'), '>9.1f')} {r['collect_rss_mb']:>7.0f} "
-                  f"{_x(r['collect_rss_mb'], base['collect_rss_mb']):>5} {r['collect_exit']:>4}")
+                  f"{_x(r['collect_rss_mb'], base['collect_rss_mb']):>5} {r['collect_exit']:>4} "
+                  f"{r['cpu_floor_s']:>11.2f} {r['collect_s'] / bound:>7.2f}")
     if "collect_s" in base:
         print("(serial: --concurrency 1, its x ideal against requests x latency + bytes / bandwidth; CPU s: collect's "
-              "user+system, its redaction processes included; RSS: collect's peak, wait4, the largest of its processes)")
+              "user+system, its redaction processes included; RSS: collect's peak, wait4, the largest of its processes;\n"
+              " CPU floor: (collect CPU + serve CPU) / cores, the least wall time this machine allows when the server "
+              "shares its cores; x bound: collect s / max(ideal, CPU floor))")
     print(f"\narchive ({base['archive_of']}) against `tar czf` of its extracted layout")
     print(f"{'nodes':>6} {'pods':>6} {'extracted MB':>12} {'archive MB':>10} {'x':>6} {'tar.gz MB':>9} "
           f"{'tar.gz/archive':>14} {'no-logs MB':>10}")

@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bundler import redact as redact_module
 from bundler.archive import open_bundle
 from bundler.redact import (
     KINDS,
@@ -494,6 +495,30 @@ def test_redact_text_never_raises_and_is_idempotent(text: str) -> None:
     assert redact_text(once) == (once, Counter())
     assert set(counts) <= set(KINDS)
     assert (once == text) == (not counts)
+
+
+_CASE_FRAGMENTS = ["PaSsWoRd", "ToKeN", "AUTHORIZATION", "Proxy-Authorization", "X-Api-Key", "x-AUTH-token",
+                   "set-COOKIE", "BEARER", "bearer ", "ghp_", "xoxb-", "sk_live_", "glpat-", "github_pat_", "Https",
+                   "HTTPS://", "ftp+ssh://", "a1B2c3D4e5F6g7H8i9J0", "_", "passecret", "authkey",
+                   "postgresql://admin:hunter2@db", "HTTPS://u:p4ss@h", "Authorization: Bearer abcdefgh12345678",
+                   "password=hunter2", "X-Api-Key: 0123456789abcdef0123", "Cookie: a=b", "DB_Token: x1y2z3"]
+_ascii_mixed = st.lists(
+    st.one_of(st.sampled_from([f for f in _FRAGMENTS if f.isascii()] + _CASE_FRAGMENTS),
+              st.text(alphabet=st.characters(max_codepoint=127), max_size=8)),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_ascii_mixed)
+def test_candidate_search_finds_what_the_plain_patterns_find(text: str) -> None:
+    # bundler.redact looks for the case-insensitive anchors of ASCII text in its lowered copy; that must change
+    # nothing, in any case mix, next to any neighbour
+    fast = redact_text(text)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(redact_module, "_CANDIDATE_SEARCH", False)
+        plain = redact_text(text)
+    assert fast == plain
 
 
 @settings(max_examples=200, deadline=None)

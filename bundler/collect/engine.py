@@ -73,7 +73,7 @@ def _now() -> str:
 
 class Engine:
     def __init__(self, kube: Kube, tasks: list[Task], spool_dir: Path, workers: int, deadline: float | None,
-                 redact: bool = True, progress=None, sleep=time.sleep) -> None:
+                 redact: bool = True, progress=None, sleep=time.sleep, on_outcome=None) -> None:
         self.kube = kube
         self.tasks = tasks
         self.spool_dir = spool_dir
@@ -82,6 +82,7 @@ class Engine:
         self.deadline = deadline
         self.redact = redact
         self.progress = progress
+        self.on_outcome = on_outcome  # called with each final outcome, in the engine's thread
         self.stop = Stop()
         self.sleep = sleep
         self.outcomes: dict[str, Outcome] = {}
@@ -283,6 +284,8 @@ class Engine:
         if outcome.task.path in self.outcomes:
             return
         self.outcomes[outcome.task.path] = outcome
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
         if self.progress:
             self.progress.task_done(outcome)
 
@@ -311,9 +314,9 @@ def redact_file(path: str, json_document: bool) -> dict[str, int]:
             redact_kubernetes_object(document)
         redacted = orjson.dumps(document) if counts else data
     else:
-        from bundler.redact import redact_bytes
+        from bundler.redact_blocks import shared_block_redactor
 
-        redacted, counts = redact_bytes(data)
+        redacted, counts = shared_block_redactor().redact_bytes(data)
     if counts:
         tmp = spool.with_name(spool.name + ".redacted")
         tmp.write_bytes(redacted)

@@ -4,6 +4,7 @@ scope, and list the tasks that collect them."""
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,32 +117,44 @@ def _pods(kube: Kube, selector: str) -> list[dict[str, Any]]:
 
 
 def discover(kube: Kube, selectors: Selectors) -> Discovery:
-    version = _get_json(kube, "/version")
-    nodes = _get_json(kube, "/api/v1/nodes").get("items") or []
-    api_resources: list[tuple[str, str, str]] = []
-    try:
-        groups = _get_json(kube, "/apis").get("groups") or []
-    except FetchError:
-        groups = []
-    for group in groups:
-        if group.get("name") not in DISCOVERED_GROUPS:
-            continue
-        preferred = (group.get("preferredVersion") or {}).get("version") or group["versions"][0]["version"]
+    # The requests are independent: at 20 ms a round trip, one after the other they were a tenth of a small
+    # collection. Results are read in the old order, so the first error raised is the one it always was.
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="discover") as pool:
+        version = pool.submit(_get_json, kube, "/version")
+        nodes = pool.submit(_get_json, kube, "/api/v1/nodes")
+        apis = pool.submit(_get_json, kube, "/apis")
+        pods = {role: pool.submit(_pods, kube, selector) for role, selector in
+                (("ztunnel", selectors.ztunnel), ("istiod", selectors.istiod), ("cni", selectors.cni))}
+        version_info = version.result()
+        node_items = nodes.result().get("items") or []
         try:
-            resources = _get_json(kube, f"/apis/{group['name']}/{preferred}").get("resources") or []
+            groups = apis.result().get("groups") or []
         except FetchError:
-            continue
-        for res in resources:
-            if "/" not in res.get("name", "") and "list" in res.get("verbs", []):
-                api_resources.append((res["name"], group["name"], preferred))
-    return Discovery(
-        version=version,
-        nodes=sorted(nodes, key=_name),
-        ztunnels=_pods(kube, selectors.ztunnel),
-        istiods=_pods(kube, selectors.istiod),
-        cnis=_pods(kube, selectors.cni),
-        api_resources=sorted(api_resources, key=lambda r: (r[1], r[0])),
-    )
+            groups = []
+        lookups = []
+        for group in groups:
+            if group.get("name") not in DISCOVERED_GROUPS:
+                continue
+            preferred = (group.get("preferredVersion") or {}).get("version") or group["versions"][0]["version"]
+            lookups.append((group["name"], preferred,
+                            pool.submit(_get_json, kube, f"/apis/{group['name']}/{preferred}")))
+        api_resources: list[tuple[str, str, str]] = []
+        for name, preferred, lookup in lookups:
+            try:
+                resources = lookup.result().get("resources") or []
+            except FetchError:
+                continue
+            for res in resources:
+                if "/" not in res.get("name", "") and "list" in res.get("verbs", []):
+                    api_resources.append((res["name"], name, preferred))
+        return Discovery(
+            version=version_info,
+            nodes=sorted(node_items, key=_name),
+            ztunnels=pods["ztunnel"].result(),
+            istiods=pods["istiod"].result(),
+            cnis=pods["cni"].result(),
+            api_resources=sorted(api_resources, key=lambda r: (r[1], r[0])),
+        )
 
 
 def _peer_nodes(kube: Kube, pod: dict[str, Any], ztunnel: dict[str, Any] | None, timeout: float) -> set[str]:

@@ -17,6 +17,7 @@ from bundler.collect.kube import ClusterAccessError, FetchError, Kube
 from bundler.collect.plan import Options, Plan, build_plan
 from bundler.collect.progress import Progress
 from bundler.collect.rbac import preflight
+from bundler.collect.stream import StreamingArchive, write_outcome
 from bundler.collect.tasks import PRIORITY_LOGS
 from bundler.errors import EXIT_OK, EXIT_PARTIAL, BundleError
 from bundler.manifest import rfc3339
@@ -79,22 +80,13 @@ def _describe(writer: BundleWriter, plan: Plan, settings: CollectSettings, optio
         m.extra["warnings"] = warnings
 
 
-def _write(settings: CollectSettings, plan: Plan, outcomes: list[Outcome], describe) -> int:
+def _write(settings: CollectSettings, outcomes: list[Outcome], describe) -> int:
     """Write the archive in layout order; returns its size."""
     order = sorted(outcomes, key=lambda o: layout.order_key(o.task.path))
     with BundleWriter(settings.out, mtime=int(time.time())) as writer:
         describe(writer)
         for o in order:
-            source = o.extra.get("source", o.task.source())
-            extra = {k: v for k, v in o.extra.items() if k != "source"}
-            extra["attempts"] = o.attempts
-            if o.status in ("ok", "truncated") and o.spool is not None:
-                writer.add_file(o.task.path, o.spool, kind=o.task.kind, source=source, status=o.status,
-                                reason=o.reason, started=o.started, finished=o.finished, extra=extra)
-            else:
-                writer.record(o.task.path, kind=o.task.kind, source=source,
-                              status="skipped" if o.status == "skipped" else "error", reason=o.reason,
-                              started=o.started, finished=o.finished, extra=extra)
+            write_outcome(writer, o)
     return settings.out.stat().st_size
 
 
@@ -121,11 +113,13 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
             say(f"warning: {message}")
         warnings += plan.warnings
         spool = make_spool(settings.out)
+        # Pseudonymizing renames artifacts once all are in: then the archive is written afterwards.
+        stream = None if settings.pseudonymize else StreamingArchive(settings.out, [t.path for t in plan.tasks])
         try:
             configuration = sum(1 for t in plan.tasks if t.priority < PRIORITY_LOGS)
             with Progress(len(plan.tasks), progress_stream, settings.quiet, configuration) as progress:
                 engine = Engine(kube, plan.tasks, spool, settings.workers, settings.deadline, settings.redact,
-                                progress)
+                                progress, on_outcome=stream.put if stream else None)
                 with SignalStop(engine.stop):
                     outcomes = list(engine.run().values())
             if engine.stop.event.is_set():
@@ -149,8 +143,15 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
                     m.extra["warnings"] = [pseudo.apply_text(w) for w in m.extra.get("warnings", [])]
                     m.extra["pseudonymized"] = True
 
-            size = _fit(settings, plan, outcomes, describe, say)
+            if stream is not None:
+                size = stream.finish(outcomes, describe)
+                stream = None
+            else:
+                size = _write(settings, outcomes, describe)
+            size = _fit(settings, size, outcomes, describe, say)
         finally:
+            if stream is not None:
+                stream.abort()
             shutil.rmtree(spool, ignore_errors=True)
     finally:
         kube.close()
@@ -169,8 +170,8 @@ def _access_error(kube: Kube, exc: FetchError) -> str:
     return f"cannot discover the mesh: {exc.reason}"
 
 
-def _fit(settings: CollectSettings, plan: Plan, outcomes: list[Outcome], describe, say) -> int:
-    size = _write(settings, plan, outcomes, describe)
+def _fit(settings: CollectSettings, size: int, outcomes: list[Outcome], describe, say) -> int:
+    """Rewrite the archive of ``size`` bytes without the oldest log lines, then metrics, until it fits."""
     for _ in range(8):
         if size <= settings.max_size:
             return size
@@ -186,9 +187,9 @@ def _fit(settings: CollectSettings, plan: Plan, outcomes: list[Outcome], describ
         budget.trim_logs(outcomes, drop)
         say(f"size budget: the archive is {size:,} bytes, over --max-size {settings.max_size:,}; "
             f"dropped {drop:,} bytes of the oldest info-level log lines")
-        size = _write(settings, plan, outcomes, describe)
+        size = _write(settings, outcomes, describe)
     if size > settings.max_size and budget.drop_metrics(outcomes):
-        size = _write(settings, plan, outcomes, describe)
+        size = _write(settings, outcomes, describe)
     if size > settings.max_size:
         say(f"warning: the archive is {size:,} bytes, over --max-size {settings.max_size:,}, even without "
             "droppable log lines and metrics: what remains is configuration, which is never cut")
