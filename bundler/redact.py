@@ -41,7 +41,9 @@ digests, UIDs, resourceVersions, xDS nonces, version strings, ztunnel/istio log 
 
 Performance: every regular expression has bounded quantifiers and no nested ambiguous quantifiers; patterns start at a
 run boundary (a look-behind) or at a literal, so each input position is examined a bounded number of times. Long
-values (5 MB lines) are handled in linear time.
+values (5 MB lines) are handled in linear time. The case-insensitive anchors of ASCII text are found in its lowered
+copy (see ``_CANDIDATE_SEARCH``), and strings of Kubernetes lists are memoised; big ztunnel dumps are redacted block by
+block by :mod:`bundler.redact_blocks`, with the same result.
 
 Known gaps (documented so nobody relies on them):
 
@@ -77,6 +79,7 @@ __all__ = [
     "redact_json",
     "redact_kubernetes_list",
     "redact_kubernetes_object",
+    "redact_list_item",
     "redact_text",
 ]
 
@@ -956,8 +959,8 @@ def redact_bytes(data: bytes) -> tuple[bytes, Counter[str]]:
 # paths); at 10,000 pods the same few thousand strings went through redact_text half a million times. Bounded so that
 # a list of unique strings cannot grow it without end; redact_text is a pure function, so a hit is exact.
 _STR_MEMO: dict[str, tuple[str, Counter[str]]] = {}
-_STR_MEMO_MAX_ENTRIES = 65536
-_STR_MEMO_MAX_LEN = 4096
+_STR_MEMO_MAX_ENTRIES = 32768
+_STR_MEMO_MAX_LEN = 256  # the repeated ones are short; long ones (annotations, env values) would cost memory
 
 
 def _redact_str(value: str, counts: Counter[str]) -> str:
@@ -1178,8 +1181,22 @@ def redact_kubernetes_list(doc: dict[str, Any]) -> Counter[str]:
     """Redact every object of a ``kubectl get -o json`` list (``items``) in place; returns the summed counts."""
     counts: Counter[str] = Counter()
     items = doc.get("items") if isinstance(doc, dict) else None
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    item_kind = kind[: -len("List")] if isinstance(kind, str) and kind.endswith("List") and len(kind) > 4 else None
     if isinstance(items, list):
         for item in items:
             if isinstance(item, dict):
-                counts.update(redact_kubernetes_object(item))
+                counts.update(redact_list_item(item, item_kind))
     return counts
+
+
+def redact_list_item(item: dict[str, Any], kind: str | None) -> Counter[str]:
+    """Redact one item of a list of ``kind`` objects in place. The API server leaves ``kind`` out of a list's items;
+    the list's kind says it (ConfigMapList: ConfigMap), so ConfigMaps and Secrets are redacted as what they are."""
+    if kind is None or "kind" in item:
+        return redact_kubernetes_object(item)
+    item["kind"] = kind
+    try:
+        return redact_kubernetes_object(item)
+    finally:
+        del item["kind"]

@@ -44,6 +44,7 @@ _CUT_MEMBERS_OVER = 64 * 1024
 SMALLEST_DOCUMENT = 256 * 1024
 
 Outcome = tuple[bytes | None, Counter[str]]  # the redacted block (None: unchanged) and the redactions per kind
+_CLEAN: Outcome = (None, Counter())  # shared by every clean block (most of them): one Counter, not 100,000
 
 
 class BlockRedactor:
@@ -66,7 +67,7 @@ class BlockRedactor:
             new, counts = self._join(_cut(data, _MEMBER), self._member)
         except _RedactWhole:
             return redact_bytes(data)
-        return (data if new is None else new), counts
+        return (data if new is None else new), Counter(counts)  # a copy: remembered counts are shared
 
     def _member(self, member: bytes) -> Outcome:
         return self._remembered(member, lambda: self._join(_cut(member, _ELEMENT), self._element)
@@ -97,6 +98,8 @@ class BlockRedactor:
             if new is not None:
                 changed = True
             out.append(block if new is None else new)
+        if not changed and not counts:
+            return _CLEAN
         return (b"".join(out) if changed else None), counts
 
     def _redact(self, block: bytes) -> Outcome:
@@ -106,6 +109,8 @@ class BlockRedactor:
             raise _RedactWhole
         self.blocks_redacted += 1
         new, counts = redact_bytes(block)
+        if not counts:
+            return _CLEAN
         return (None if new is block else new), counts
 
 

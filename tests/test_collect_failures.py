@@ -1,7 +1,8 @@
 """`bundle collect` when the cluster fails it: the API server going away mid-run, TLS errors, credentials that
 expire (from the start or mid-run), exec credential plugins that fail, and the transient faults collect must ride
 out. Each gets one clear line, the documented exit code (4: a valid partial archive, 1: nothing usable), and,
-whenever anything was collected, an archive that verifies and whose manifest names each failure.
+whenever anything was collected, an archive that verifies and whose manifest names each failure. Also: port-forwards
+kept between GETs to the same pod, and replaced when the other end closed them.
 
 Everything runs on loopback against `bundle serve` (or, for TLS, a few lines of `http.server`)."""
 
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import io
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -325,3 +329,69 @@ def test_slow_logs_finish_within_the_request_timeout(served, tmp_path):
     assert run_collect(served(faults=faults), out, Options(request_timeout=1.0)) == EXIT_OK
     assert manifest(out).artifact(log).status == "ok"
     assert members(out)[log] == members(INCIDENT)[log]
+
+
+# --- port-forwards kept between GETs ---------------------------------------------------------------------------
+
+
+def _istiod(server) -> tuple[str, str]:
+    pods = orjson.loads(server.cluster.read("cluster/pods.json"))["items"]
+    pod = next(p for p in pods if p["metadata"]["labels"].get("app") == "istiod")
+    return pod["metadata"]["namespace"], pod["metadata"]["name"]
+
+
+def test_gets_to_one_pod_share_a_port_forward_and_read_the_same_bodies():
+    faults = FaultInjector.from_dict({})
+    with start_server(INCIDENT, faults=faults) as server:
+        namespace, name = _istiod(server)
+        kube = Kube(str(server.kubeconfig_path))
+        try:
+            bodies = []
+            before = faults.stats.get("requests", 0)
+            for path in ("/debug/syncz", "/version", "/debug/syncz", "/debug/ambientz"):
+                sink = io.BytesIO()
+                fetched = kube.forward_get(namespace, name, 15014, path, sink)
+                assert fetched.status == 200 and fetched.size == len(sink.getvalue()) > 0
+                bodies.append(sink.getvalue())
+            # one WebSocket upgrade for the four GETs, each body whole and in its place
+            assert faults.stats["requests"] - before == 1
+            assert bodies[0] == bodies[2] and bodies[0] != bodies[1]
+            assert orjson.loads(bodies[3]) is not None
+        finally:
+            kube.close()
+
+
+def test_a_kept_port_forward_closed_by_the_other_end_is_replaced():
+    faults = FaultInjector.from_dict({})
+    with start_server(INCIDENT, faults=faults) as server:
+        namespace, name = _istiod(server)
+        kube = Kube(str(server.kubeconfig_path))
+        try:
+            first = io.BytesIO()
+            kube.forward_get(namespace, name, 15014, "/debug/syncz", first)
+            ((_, kept),) = kube._idle
+            kept._ws.sock.shutdown(socket.SHUT_RDWR)  # the connection dies while the forward is idle
+            again = io.BytesIO()
+            kube.forward_get(namespace, name, 15014, "/debug/syncz", again)
+            assert again.getvalue() == first.getvalue()
+        finally:
+            kube.close()
+
+
+def test_kept_port_forwards_are_bounded_by_the_workers():
+    with start_server(INCIDENT) as server:
+        pods = orjson.loads(server.cluster.read("cluster/pods.json"))["items"]
+        ztunnels = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pods
+                    if p["metadata"]["labels"].get("app") == "ztunnel"]
+        assert len(ztunnels) >= 3
+        kube = Kube(str(server.kubeconfig_path), workers=2)
+        try:
+            opened = []
+            for namespace, name in ztunnels:
+                kube.forward_get(namespace, name, 15000, "/config_dump", io.BytesIO())
+                opened += [t for _, t in kube._idle if t not in opened]
+            assert len(kube._idle) == 2
+            assert [t.ended for t in opened] == [True] * (len(opened) - 2) + [False, False]  # the oldest closed
+        finally:
+            kube.close()
+        assert all(t.ended for t in opened)

@@ -1,5 +1,6 @@
-"""bundler.collect.stream: the archive written while artifacts finish, in any order, holds the members in layout
-order with the same bytes and manifest entries as one written afterwards; a failed write loses nothing silently."""
+"""bundler.collect.stream: the archive written while artifacts finish, in any order, holds the members in collection
+order (priority, then layout order) with the same bytes and manifest entries as one written afterwards; a failed
+write loses nothing silently."""
 
 from __future__ import annotations
 
@@ -60,11 +61,11 @@ def test_any_arrival_order_gives_the_archive_written_afterwards(tmp_path: Path, 
     after = tmp_path / "after.tar.zst"
     with BundleWriter(after, mtime=0) as writer:
         _describe(writer)
-        for o in sorted(outcomes, key=lambda o: layout.order_key(o.task.path)):
+        for o in sorted(outcomes, key=lambda o: (o.task.priority, layout.order_key(o.task.path))):
             write_outcome(writer, o)
 
     streamed = tmp_path / "streamed.tar.zst"
-    stream = StreamingArchive(streamed, PATHS)
+    stream = StreamingArchive(streamed, [o.task for o in outcomes])
     arrivals = list(outcomes)
     random.Random(seed).shuffle(arrivals)
     for o in arrivals:
@@ -74,7 +75,16 @@ def test_any_arrival_order_gives_the_archive_written_afterwards(tmp_path: Path, 
     assert size == streamed.stat().st_size
     names = _member_names(streamed)
     assert names == _member_names(after)
-    assert names == sorted((p for p in PATHS if "/logs/" not in p), key=layout.order_key) + [layout.MANIFEST]
+    assert names == [
+        "istiod/proxies/ztunnel-a/config_dump.json",  # views first, as they are fetched
+        "ztunnel/node-a/ztunnel-a/config_dump.json",
+        "ztunnel/node-b/ztunnel-b/config_dump.json",
+        "cluster/nodes.json",  # then cluster state
+        "cluster/pods.json",
+        "istiod/istiod-1/syncz.json",
+        "ztunnel/node-a/ztunnel-a/pod.json",
+        layout.MANIFEST,  # the log was not collected: a manifest entry only
+    ]
     with open_bundle(streamed) as a, open_bundle(after) as b:
         def artifacts(bundle) -> dict[str, bytes]:
             return {k: v for k, v in bundle.iter_members() if k != layout.MANIFEST}  # the manifest holds times
@@ -88,7 +98,7 @@ def test_any_arrival_order_gives_the_archive_written_afterwards(tmp_path: Path, 
 def test_outcomes_that_never_reached_put_are_written_by_finish(tmp_path: Path) -> None:
     outcomes = _outcomes(tmp_path)
     out = tmp_path / "late.tar.zst"
-    stream = StreamingArchive(out, PATHS)
+    stream = StreamingArchive(out, [o.task for o in outcomes])
     for o in outcomes[::2]:
         stream.put(o)
     stream.finish(outcomes, _describe)
@@ -100,7 +110,7 @@ def test_a_failed_write_is_reported_and_leaves_no_file(tmp_path: Path) -> None:
     outcomes = _outcomes(tmp_path)
     outcomes[0].spool.unlink()  # cluster/pods.json: gone before it could be written
     out = tmp_path / "failed.tar.zst"
-    stream = StreamingArchive(out, PATHS)
+    stream = StreamingArchive(out, [o.task for o in outcomes])
     for o in outcomes:
         stream.put(o)
     with pytest.raises(BundleError, match="not written"):
@@ -112,7 +122,7 @@ def test_a_failed_write_is_reported_and_leaves_no_file(tmp_path: Path) -> None:
 def test_abort_leaves_nothing(tmp_path: Path) -> None:
     outcomes = _outcomes(tmp_path)
     out = tmp_path / "aborted.tar.zst"
-    stream = StreamingArchive(out, PATHS)
+    stream = StreamingArchive(out, [o.task for o in outcomes])
     for o in outcomes[:3]:
         stream.put(o)
     stream.abort()

@@ -302,17 +302,7 @@ def redact_file(path: str, json_document: bool) -> dict[str, int]:
     spool = Path(path)
     data = spool.read_bytes()
     if json_document:
-        from bundler.redact import redact_kubernetes_list, redact_kubernetes_object
-
-        try:
-            document = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return {}
-        if not isinstance(document, dict):
-            return {}
-        counts: Counter[str] = redact_kubernetes_list(document) if "items" in document else \
-            redact_kubernetes_object(document)
-        redacted = orjson.dumps(document) if counts else data
+        redacted, counts = _redact_kubernetes_document(data)
     else:
         from bundler.redact_blocks import shared_block_redactor
 
@@ -322,6 +312,26 @@ def redact_file(path: str, json_document: bool) -> dict[str, int]:
         tmp.write_bytes(redacted)
         os.replace(tmp, spool)
     return dict(counts)
+
+
+def _redact_kubernetes_document(data: bytes) -> tuple[bytes, Counter[str]]:
+    """A list item by item (one item decoded at a time), another object whole (only a change is re-encoded), and
+    what is not JSON (a body cut short) as text."""
+    from bundler.redact import redact_bytes, redact_kubernetes_list, redact_kubernetes_object
+    from bundler.redact_lists import NotAList, redact_list_text
+
+    try:
+        return redact_list_text(data)
+    except NotAList:
+        pass
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return redact_bytes(data)
+    if not isinstance(document, dict):
+        return redact_bytes(data)
+    counts = redact_kubernetes_list(document) if "items" in document else redact_kubernetes_object(document)
+    return (orjson.dumps(document) if counts else data), counts
 
 
 def _redaction_processes() -> int:

@@ -14,6 +14,7 @@ import io
 import logging
 import re
 import ssl
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -112,6 +113,11 @@ class Kube:
         self.config = cfg
         self.api = client.ApiClient(cfg)
         self.request_timeout = request_timeout
+        # Port-forwards kept open between GETs to the same pod and port (see forward_get).
+        self._idle: list[tuple[tuple[str, str, int], _Tunnel]] = []  # least recently used first
+        self._idle_lock = threading.Lock()
+        self._max_idle = max(1, workers)
+        self._closed = False
 
     # --- REST ----------------------------------------------------------------------------------------------------
 
@@ -172,61 +178,114 @@ class Kube:
     def forward_get(self, namespace: str, pod: str, port: int, url_path: str, sink: BinaryIO,
                     timeout: float | None = None, max_bytes: int | None = None) -> Fetched:
         """GET ``url_path`` from ``pod:port`` through a port-forward, as istioctl reaches ztunnel's admin
-        port (it listens on localhost only, so the API server's pod proxy cannot)."""
+        port (it listens on localhost only, so the API server's pod proxy cannot).
+
+        A forward whose response was read to its end is kept for the next GET to the same pod and port (HTTP
+        keep-alive through the tunnel): istiod answers one request per ztunnel, and a new forward per request
+        (a TLS and WebSocket handshake with the API server, a stream from the kubelet) was most of the time
+        those took at 1,000 nodes."""
+        timeout = timeout or self.request_timeout
+        key = (namespace, pod, port)
+        tunnel = self._take_idle(key)
+        if tunnel is not None:
+            try:
+                return self._get_over(tunnel, key, url_path, sink, timeout, max_bytes, reused=True)
+            except _StaleTunnel:
+                pass  # the other end closed it while it was idle: a new forward
+        return self._get_over(self._open_forward(namespace, pod, port, timeout), key, url_path, sink, timeout,
+                              max_bytes, reused=False)
+
+    def _open_forward(self, namespace: str, pod: str, port: int, timeout: float) -> Any:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
         portforward = _portforward()
-        timeout = timeout or self.request_timeout
         api = client.ApiClient(self.config)  # a fresh one: portforward() patches the client it is given
         try:
             core = client.CoreV1Api(api)
+            return portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port),
+                               _request_timeout=timeout)
+        except ApiException as exc:
+            cause = exc.__context__  # what the websocket connection raised, wrapped by the client
+            if isinstance(cause, (ssl.SSLError, ssl.CertificateError)):
+                raise FetchError(_tls_reason(self.config.host, str(cause)), 0, kind="tls") from None
+            if _cannot_connect(cause):
+                raise FetchError(f"port-forward to {namespace}/{pod}:{port}: "
+                                 f"{_connect_reason(self.config.host, cause)}", 0, retryable=True,
+                                 kind="unreachable") from None
+            status, message = _handshake_failure(exc)
+            raise FetchError(f"port-forward to {namespace}/{pod}:{port} refused: {message}",
+                             status, retryable=status in (0, 429, 500, 502, 503, 504),
+                             kind="unauthorized" if status == 401 else "") from None
+        except Exception as exc:  # websocket-client raises its own exception types on a failed handshake
+            raise FetchError(f"port-forward to {namespace}/{pod}:{port} failed: {type(exc).__name__}: {exc}",
+                             0, retryable=True) from None
+        finally:
+            api.close()
+
+    def _get_over(self, pf: Any, key: tuple[str, str, int], url_path: str, sink: BinaryIO, timeout: float,
+                  max_bytes: int | None, reused: bool) -> Fetched:
+        namespace, pod, port = key
+        reusable = isinstance(pf, _Tunnel)  # the client's own PortForward (the fallback) is used once
+        keep = False
+        sock = pf.socket(port)
+        sock.setblocking(True)
+        sock.settimeout(timeout)
+        try:
+            request = (f"GET {url_path} HTTP/1.1\r\nHost: localhost:{port}\r\nUser-Agent: ztunnel-bundle\r\n"
+                       f"Accept: */*\r\nConnection: {'keep-alive' if reusable else 'close'}\r\n\r\n")
             try:
-                pf = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port),
-                                 _request_timeout=timeout)
-            except ApiException as exc:
-                cause = exc.__context__  # what the websocket connection raised, wrapped by the client
-                if isinstance(cause, (ssl.SSLError, ssl.CertificateError)):
-                    raise FetchError(_tls_reason(self.config.host, str(cause)), 0, kind="tls") from None
-                if _cannot_connect(cause):
-                    raise FetchError(f"port-forward to {namespace}/{pod}:{port}: "
-                                     f"{_connect_reason(self.config.host, cause)}", 0, retryable=True,
-                                     kind="unreachable") from None
-                status, message = _handshake_failure(exc)
-                raise FetchError(f"port-forward to {namespace}/{pod}:{port} refused: {message}",
-                                 status, retryable=status in (0, 429, 500, 502, 503, 504),
-                                 kind="unauthorized" if status == 401 else "") from None
-            except Exception as exc:  # websocket-client raises its own exception types on a failed handshake
-                raise FetchError(f"port-forward to {namespace}/{pod}:{port} failed: {type(exc).__name__}: {exc}",
-                                 0, retryable=True) from None
-            sock = pf.socket(port)
-            sock.setblocking(True)
-            sock.settimeout(timeout)
-            try:
-                request = (f"GET {url_path} HTTP/1.1\r\nHost: localhost:{port}\r\nUser-Agent: ztunnel-bundle\r\n"
-                           "Accept: */*\r\nConnection: close\r\n\r\n")
                 sock.sendall(request.encode())
                 response = http.client.HTTPResponse(sock)
                 response.begin()
-                if response.status >= 400:
-                    body = response.read(64 * 1024)
-                    raise FetchError(f"{namespace}/{pod}:{port}{url_path}: HTTP {response.status}: "
-                                     f"{body[:200].decode('utf-8', 'replace').strip()}", response.status,
-                                     retryable=response.status in (429, 500, 502, 503, 504))
-                size, truncated = _copy(iter(lambda: response.read(CHUNK), b""), sink, max_bytes)
-                return Fetched(response.status, size, truncated, response.getheader("Content-Type", ""))
-            except (OSError, http.client.HTTPException) as exc:
-                error = pf.error(port)
-                detail = error.strip() if error else f"{type(exc).__name__}: {exc}"
-                raise FetchError(f"port-forward to {namespace}/{pod}:{port}: {detail}", 0,
-                                 retryable=not error) from None
-            finally:
+            except (OSError, http.client.HTTPException):
+                if reused:
+                    raise _StaleTunnel from None
+                raise
+            if response.status >= 400:
+                body = response.read(64 * 1024)
+                raise FetchError(f"{namespace}/{pod}:{port}{url_path}: HTTP {response.status}: "
+                                 f"{body[:200].decode('utf-8', 'replace').strip()}", response.status,
+                                 retryable=response.status in (429, 500, 502, 503, 504))
+            size, truncated = _copy(iter(lambda: response.read(CHUNK), b""), sink, max_bytes)
+            keep = reusable and not truncated and not response.will_close and response.isclosed()
+            return Fetched(response.status, size, truncated, response.getheader("Content-Type", ""))
+        except (OSError, http.client.HTTPException) as exc:
+            error = pf.error(port)
+            detail = error.strip() if error else f"{type(exc).__name__}: {exc}"
+            raise FetchError(f"port-forward to {namespace}/{pod}:{port}: {detail}", 0,
+                             retryable=not error) from None
+        finally:
+            if keep:
+                self._put_idle(key, pf)
+            else:
                 try:
                     sock.close()
                 except OSError:
                     pass
-        finally:
-            api.close()
+
+    def _take_idle(self, key: tuple[str, str, int]) -> _Tunnel | None:
+        with self._idle_lock:
+            for i in range(len(self._idle) - 1, -1, -1):
+                if self._idle[i][0] == key:
+                    tunnel = self._idle.pop(i)[1]
+                    if not tunnel.ended:
+                        return tunnel
+                    tunnel.close()
+        return None
+
+    def _put_idle(self, key: tuple[str, str, int], tunnel: _Tunnel) -> None:
+        # At most one kept forward per worker, the oldest closed first: a ztunnel is asked once, and 1,000 open
+        # connections would be 1,000 sockets and their buffers for nothing.
+        evicted = [tunnel]
+        with self._idle_lock:
+            if not self._closed:
+                self._idle.append((key, tunnel))
+                evicted = []
+                while len(self._idle) > self._max_idle:
+                    evicted.append(self._idle.pop(0)[1])
+        for old in evicted:
+            old.close()
 
     # --- permissions ---------------------------------------------------------------------------------------------
 
@@ -250,6 +309,12 @@ class Kube:
         return bool(result.status and result.status.allowed)
 
     def close(self) -> None:
+        with self._idle_lock:
+            self._closed = True
+            tunnels = [t for _, t in self._idle]
+            self._idle.clear()
+        for tunnel in tunnels:
+            tunnel.close()
         self.api.close()
 
 
@@ -321,8 +386,12 @@ class _Tunnel(io.RawIOBase):
         except WebSocketException as exc:
             raise ConnectionError(f"{type(exc).__name__}: {exc}") from None
 
-    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> BinaryIO:
-        return io.BufferedReader(self, CHUNK)  # type: ignore[arg-type]
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> _TunnelFile:
+        return _TunnelFile(self)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended or self.closed
 
     def close(self) -> None:
         if not self.closed:
@@ -342,14 +411,22 @@ class _Tunnel(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
+        pending = self.pending()
+        n = min(len(buffer), len(pending))
+        buffer[:n] = pending[:n]
+        self._pending = pending[n:]
+        return n
+
+    def pending(self) -> memoryview:
+        """The bytes received and not read yet, waiting for the next frame when there are none; empty at the end."""
         while not self._pending:
             if self._ended:
-                return 0
+                return self._pending
             self._pending = self._next()
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
+        return self._pending
+
+    def consume(self, n: int) -> None:
         self._pending = self._pending[n:]
-        return n
 
     def _next(self) -> memoryview:
         from websocket import ABNF, WebSocketConnectionClosedException, WebSocketException, WebSocketTimeoutException
@@ -377,6 +454,59 @@ class _Tunnel(io.RawIOBase):
             self._ended = True
             return memoryview(b"")
         return data[1:] if channel == 0 else memoryview(b"")
+
+
+class _TunnelFile:
+    """What ``http.client`` reads one response from: the tunnel's bytes with no read-ahead (the next response on a
+    kept tunnel starts in the tunnel's pending bytes, where this one ended), and a ``close`` that leaves the tunnel
+    open (``http.client`` closes its file at the end of every response)."""
+
+    def __init__(self, tunnel: _Tunnel) -> None:
+        self._tunnel = tunnel
+
+    def readinto(self, buffer: Any) -> int:
+        return self._tunnel.readinto(buffer)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while chunk := self.read(CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        filled = 0
+        while filled < size:
+            n = self._tunnel.readinto(view[filled:])
+            if not n:
+                break
+            filled += n
+        return bytes(view[:filled])
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = bytearray()
+        while limit < 0 or len(line) < limit:
+            pending = self._tunnel.pending()
+            if not pending:
+                break
+            room = len(pending) if limit < 0 else min(len(pending), limit - len(line))
+            end = bytes(pending[:room]).find(b"\n")
+            take = room if end < 0 else end + 1
+            line += pending[:take]
+            self._tunnel.consume(take)
+            if end >= 0:
+                break
+        return bytes(line)
+
+    def close(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class _StaleTunnel(Exception):
+    """A kept port-forward the other end closed while it was idle."""
 
 
 def _handshake_failure(exc: Any) -> tuple[int, str]:

@@ -24,6 +24,7 @@ from bundler.collect.tasks import (
     PortForwardGet,
     ProxyGet,
     Task,
+    collection_order,
 )
 
 LARGE_CLUSTER_NODES = 50
@@ -305,5 +306,5 @@ def build_plan(kube: Kube, options: Options) -> Plan:
         warnings.append(f"no ztunnel pod found (selector {options.selectors.ztunnel}); is ambient installed?")
     if not d.istiods:
         warnings.append(f"no istiod pod found (selector {options.selectors.istiod})")
-    tasks.sort(key=lambda t: (t.priority, layout.order_key(t.path)))
+    tasks = collection_order(tasks)
     return Plan(tasks, mode, scope_nodes, warnings, d)

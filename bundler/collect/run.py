@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bundler import layout
 from bundler.archive import BundleWriter
 from bundler.collect import budget
 from bundler.collect.engine import Engine, Outcome, SignalStop, make_spool
@@ -18,7 +17,7 @@ from bundler.collect.plan import Options, Plan, build_plan
 from bundler.collect.progress import Progress
 from bundler.collect.rbac import preflight
 from bundler.collect.stream import StreamingArchive, write_outcome
-from bundler.collect.tasks import PRIORITY_LOGS
+from bundler.collect.tasks import PRIORITY_LOGS, collection_order
 from bundler.errors import EXIT_OK, EXIT_PARTIAL, BundleError
 from bundler.manifest import rfc3339
 
@@ -81,12 +80,12 @@ def _describe(writer: BundleWriter, plan: Plan, settings: CollectSettings, optio
 
 
 def _write(settings: CollectSettings, outcomes: list[Outcome], describe) -> int:
-    """Write the archive in layout order; returns its size."""
-    order = sorted(outcomes, key=lambda o: layout.order_key(o.task.path))
+    """Write the archive in collection order; returns its size."""
+    by_path = {o.task.path: o for o in outcomes}
     with BundleWriter(settings.out, mtime=int(time.time())) as writer:
         describe(writer)
-        for o in order:
-            write_outcome(writer, o)
+        for task in collection_order([o.task for o in outcomes]):
+            write_outcome(writer, by_path[task.path])
     return settings.out.stat().st_size
 
 
@@ -114,7 +113,7 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
         warnings += plan.warnings
         spool = make_spool(settings.out)
         # Pseudonymizing renames artifacts once all are in: then the archive is written afterwards.
-        stream = None if settings.pseudonymize else StreamingArchive(settings.out, [t.path for t in plan.tasks])
+        stream = None if settings.pseudonymize else StreamingArchive(settings.out, plan.tasks)
         try:
             configuration = sum(1 for t in plan.tasks if t.priority < PRIORITY_LOGS)
             with Progress(len(plan.tasks), progress_stream, settings.quiet, configuration) as progress:

@@ -1,11 +1,11 @@
 """Writing the archive while the collection runs.
 
-Members go into the archive in :func:`bundler.layout.order_key` order (zstd finds the repetition between dumps only
-when they sit together), but artifacts finish in any order. Writing everything after the last download left the
-reading, hashing and compressing of every byte for the end: 2.5 to 4 s at 100 nodes, about 25 s at 1,000. Here a
-thread writes each artifact as soon as every artifact before it in layout order has finished. The engine fetches
-in nearly that order (cluster state, then views, then logs), so the writer trails the downloads closely; hashing
-and compressing release the GIL, so it runs on the second core.
+Writing everything after the last download left the reading, hashing and compressing of every byte for the end:
+2.5 to 4 s at 100 nodes, about 25 s at 1,000. Here a thread writes each artifact as soon as every artifact before
+it in :func:`collection_order` has finished. That is the order the engine fetches in (istiod's views and the
+ztunnel dumps, then cluster state, then logs; by :func:`bundler.layout.order_key` within each), so the writer
+trails the downloads closely, and it still keeps each kind together (zstd finds the repetition between dumps
+only when they sit together). Hashing and compressing release the GIL, so it runs on the second core.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bundler import layout
 from bundler.archive import BundleWriter
 from bundler.collect.engine import Outcome
+from bundler.collect.tasks import Task, collection_order
 from bundler.errors import BundleError
 
 _DONE = object()
@@ -39,13 +39,14 @@ def write_outcome(writer: BundleWriter, o: Outcome) -> None:
 
 
 class StreamingArchive:
-    """An archive written in layout order by a thread while the outcomes of ``paths`` arrive through :meth:`put`.
+    """An archive written in :func:`collection_order` by a thread while the outcomes of ``tasks`` arrive through
+    :meth:`put`.
 
     :meth:`finish` writes the manifest and returns the archive's size; :meth:`abort` drops the partial file. A
     failed write (disk full) is reported by :meth:`finish` as a :class:`BundleError`."""
 
-    def __init__(self, out: Path, paths: list[str]) -> None:
-        self._order = sorted(paths, key=layout.order_key)
+    def __init__(self, out: Path, tasks: list[Task]) -> None:
+        self._order = [t.path for t in collection_order(tasks)]
         self._writer = BundleWriter(out, mtime=int(time.time()))
         self._out = out
         self._queue: queue.Queue = queue.Queue()

@@ -39,6 +39,11 @@ class Task:
         raise NotImplementedError
 
 
+def collection_order(tasks: list[Task]) -> list[Task]:
+    """The order collect fetches and writes in: by priority, then as :func:`bundler.layout.order_key` sorts."""
+    return sorted(tasks, key=lambda t: (t.priority, layout.order_key(t.path)))
+
+
 @dataclass(frozen=True)
 class ApiGet(Task):
     api_path: str = ""
