@@ -119,6 +119,20 @@ class Kube:
         self._max_idle = max(1, workers)
         self._closed = False
 
+    def warm_up(self) -> None:
+        """Import what the first port-forward needs (the client's CoreV1Api module and its validators: a third of a
+        second) in a background thread, while the preflight and discovery wait on the network; otherwise the
+        engine's first sixteen port-forwards wait for it together."""
+        def load() -> None:
+            try:
+                from kubernetes.client.api import core_v1_api  # noqa: F401
+
+                _portforward()
+            except Exception:  # noqa: BLE001 - the first port-forward reports any real problem
+                pass
+
+        threading.Thread(target=load, name="warm-up", daemon=True).start()
+
     # --- REST ----------------------------------------------------------------------------------------------------
 
     def fetch(self, path: str, sink: BinaryIO, query: list[tuple[str, Any]] | None = None,

@@ -96,6 +96,7 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
         raise BundleError(f"{settings.out.parent}: no such directory")
     started = datetime.now(timezone.utc)
     kube = Kube(settings.kubeconfig, settings.context, settings.workers, options.request_timeout)
+    kube.warm_up()
     say = (lambda msg: None) if settings.quiet else (lambda msg: print(msg, file=progress_stream or sys.stderr))
     warnings: list[str] = []
     try:
