@@ -334,48 +334,44 @@ def test_slow_logs_finish_within_the_request_timeout(served, tmp_path):
 # --- port-forwards kept between GETs ---------------------------------------------------------------------------
 
 
-def _istiod(server) -> tuple[str, str]:
-    pods = orjson.loads(server.cluster.read("cluster/pods.json"))["items"]
-    pod = next(p for p in pods if p["metadata"]["labels"].get("app") == "istiod")
-    return pod["metadata"]["namespace"], pod["metadata"]["name"]
+@contextlib.contextmanager
+def _kube_and_istiod():
+    """A served incident bundle, a Kube on it and its (first) istiod pod; the fault injector counts requests."""
+    faults = FaultInjector.from_dict({})
+    with start_server(INCIDENT, faults=faults) as server:
+        pods = orjson.loads(server.cluster.read("cluster/pods.json"))["items"]
+        istiod = next(p for p in pods if p["metadata"]["labels"].get("app") == "istiod")
+        kube = Kube(str(server.kubeconfig_path))
+        try:
+            yield kube, faults, istiod["metadata"]["namespace"], istiod["metadata"]["name"]
+        finally:
+            kube.close()
 
 
 def test_gets_to_one_pod_share_a_port_forward_and_read_the_same_bodies():
-    faults = FaultInjector.from_dict({})
-    with start_server(INCIDENT, faults=faults) as server:
-        namespace, name = _istiod(server)
-        kube = Kube(str(server.kubeconfig_path))
-        try:
-            bodies = []
-            before = faults.stats.get("requests", 0)
-            for path in ("/debug/syncz", "/version", "/debug/syncz", "/debug/ambientz"):
-                sink = io.BytesIO()
-                fetched = kube.forward_get(namespace, name, 15014, path, sink)
-                assert fetched.status == 200 and fetched.size == len(sink.getvalue()) > 0
-                bodies.append(sink.getvalue())
-            # one WebSocket upgrade for the four GETs, each body whole and in its place
-            assert faults.stats["requests"] - before == 1
-            assert bodies[0] == bodies[2] and bodies[0] != bodies[1]
-            assert orjson.loads(bodies[3]) is not None
-        finally:
-            kube.close()
+    with _kube_and_istiod() as (kube, faults, namespace, name):
+        bodies = []
+        before = faults.stats.get("requests", 0)
+        for path in ("/debug/syncz", "/version", "/debug/syncz", "/debug/ambientz"):
+            sink = io.BytesIO()
+            fetched = kube.forward_get(namespace, name, 15014, path, sink)
+            assert fetched.status == 200 and fetched.size == len(sink.getvalue()) > 0
+            bodies.append(sink.getvalue())
+        # one WebSocket upgrade for the four GETs, each body whole and in its place
+        assert faults.stats["requests"] - before == 1
+        assert bodies[0] == bodies[2] and bodies[0] != bodies[1]
+        assert orjson.loads(bodies[3]) is not None
 
 
 def test_a_kept_port_forward_closed_by_the_other_end_is_replaced():
-    faults = FaultInjector.from_dict({})
-    with start_server(INCIDENT, faults=faults) as server:
-        namespace, name = _istiod(server)
-        kube = Kube(str(server.kubeconfig_path))
-        try:
-            first = io.BytesIO()
-            kube.forward_get(namespace, name, 15014, "/debug/syncz", first)
-            ((_, kept),) = kube._idle
-            kept._ws.sock.shutdown(socket.SHUT_RDWR)  # the connection dies while the forward is idle
-            again = io.BytesIO()
-            kube.forward_get(namespace, name, 15014, "/debug/syncz", again)
-            assert again.getvalue() == first.getvalue()
-        finally:
-            kube.close()
+    with _kube_and_istiod() as (kube, _, namespace, name):
+        first = io.BytesIO()
+        kube.forward_get(namespace, name, 15014, "/debug/syncz", first)
+        ((_, kept),) = kube._idle
+        kept._ws.sock.shutdown(socket.SHUT_RDWR)  # the connection dies while the forward is idle
+        again = io.BytesIO()
+        kube.forward_get(namespace, name, 15014, "/debug/syncz", again)
+        assert again.getvalue() == first.getvalue()
 
 
 def test_kept_port_forwards_are_bounded_by_the_workers():
