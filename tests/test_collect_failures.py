@@ -221,15 +221,19 @@ def test_tls_errors_are_one_line_and_exit_1(served, tmp_path, case):
 # --- credentials ----------------------------------------------------------------------------------------------
 
 
-def test_token_revoked_mid_run_keeps_what_was_collected(served, tmp_path, requests_before_tasks):
+@pytest.mark.parametrize("quiet", [(), ("-q",)], ids=["progress", "quiet"])
+def test_token_revoked_mid_run_keeps_what_was_collected(served, tmp_path, requests_before_tasks, quiet):
     server = served(faults={"unauthorizedAfter": requests_before_tasks + 25})
     out = tmp_path / "revoked.tar.zst"
-    result = collect_cli(server.kubeconfig_path, out)
+    result = collect_cli(server.kubeconfig_path, out, *quiet)
     assert result.returncode == EXIT_PARTIAL, result.stderr
     assert "Traceback" not in result.stderr
     reason = ("authentication failed: the API server answered 401 Unauthorized (the credentials expired or were "
               "revoked)")
+    # -q silences the progress, not the early stop
     assert f"stopped: {reason}; writing what was collected" in result.stderr.splitlines()
+    if quiet:
+        assert not any(line.startswith(("collect:", "wrote ")) for line in result.stderr.splitlines())
     verified(out)
     m = manifest(out)
     assert f"collection stopped early: {reason}" in m.extra["warnings"]

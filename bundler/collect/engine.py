@@ -52,6 +52,8 @@ class Outcome:
     finished: str | None = None
     attempts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # the error after which this task gave up, and since when its requests failed (see Engine._gave_up)
+    gave_up: tuple[FetchError, float] | None = field(default=None, repr=False)
 
 
 class Stop:
@@ -129,7 +131,7 @@ class Engine:
                     last = None
                     break
                 if not exc.retryable or attempt == MAX_ATTEMPTS:
-                    self._gave_up(exc, failing_since)
+                    outcome.gave_up = (exc, failing_since)
                     break
                 delay = exc.retry_after if exc.retry_after is not None else min(
                     BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + self._rng.random())
@@ -243,6 +245,9 @@ class Engine:
             with self._lock:
                 self._running.discard(task.path)
             results.put(outcome)
+            if outcome.gave_up is not None:
+                # Only now: a stop set before this outcome was queued could record it as "not collected (running)".
+                self._gave_up(*outcome.gave_up)
 
     def run(self) -> dict[str, Outcome]:
         work: queue.Queue = queue.Queue()

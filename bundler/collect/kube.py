@@ -228,7 +228,8 @@ class Kube:
                                  f"{_connect_reason(self.config.host, cause)}", 0, retryable=True,
                                  kind="unreachable") from None
             status, message = _handshake_failure(exc)
-            raise FetchError(f"port-forward to {namespace}/{pod}:{port} refused: {message}",
+            said = f"HTTP {status}: {message}" if status else message  # as the REST calls say it
+            raise FetchError(f"port-forward to {namespace}/{pod}:{port} refused: {said}",
                              status, retryable=status in (0, 429, 500, 502, 503, 504),
                              kind="unauthorized" if status == 401 else "") from None
         except Exception as exc:  # websocket-client raises its own exception types on a failed handshake

@@ -97,7 +97,9 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
     started = datetime.now(timezone.utc)
     kube = Kube(settings.kubeconfig, settings.context, settings.workers, options.request_timeout)
     kube.warm_up()
+    # -q silences progress, not what the operator must know: warnings and an early stop are always said.
     say = (lambda msg: None) if settings.quiet else (lambda msg: print(msg, file=progress_stream or sys.stderr))
+    warn = lambda msg: print(msg, file=progress_stream or sys.stderr)  # noqa: E731
     warnings: list[str] = []
     try:
         missing, _ = preflight(kube)
@@ -107,10 +109,10 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
             raise ClusterAccessError(_access_error(kube, exc)) from None
         # Only now: when the cluster cannot be reached at all, the error above is the one line to show.
         for message in missing:
-            say(f"warning: {message}")
+            warn(f"warning: {message}")
         warnings += missing
         for message in plan.warnings:
-            say(f"warning: {message}")
+            warn(f"warning: {message}")
         warnings += plan.warnings
         spool = make_spool(settings.out)
         # Pseudonymizing renames artifacts once all are in: then the archive is written afterwards.
@@ -122,10 +124,11 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
                                 progress, on_outcome=stream.put if stream else None)
                 with SignalStop(engine.stop):
                     outcomes = list(engine.run().values())
-            if engine.stop.event.is_set():
-                say(f"stopped: {engine.stop.reason}; writing what was collected")
-                warnings.append(f"collection stopped early: {engine.stop.reason}")
             collected = [o for o in outcomes if o.status in ("ok", "truncated")]
+            if engine.stop.event.is_set():
+                if collected:  # else the error line says why
+                    warn(f"stopped: {engine.stop.reason}; writing what was collected")
+                warnings.append(f"collection stopped early: {engine.stop.reason}")
             if not collected:
                 reasons = [engine.stop.reason] if engine.stop.event.is_set() else \
                     sorted({o.reason or o.status for o in outcomes})[:3]
@@ -148,7 +151,7 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
                 stream = None
             else:
                 size = _write(settings, outcomes, describe)
-            size = _fit(settings, size, outcomes, describe, say)
+            size = _fit(settings, size, outcomes, describe, say, warn)
         finally:
             if stream is not None:
                 stream.abort()
@@ -170,7 +173,7 @@ def _access_error(kube: Kube, exc: FetchError) -> str:
     return f"cannot discover the mesh: {exc.reason}"
 
 
-def _fit(settings: CollectSettings, size: int, outcomes: list[Outcome], describe, say) -> int:
+def _fit(settings: CollectSettings, size: int, outcomes: list[Outcome], describe, say, warn) -> int:
     """Rewrite the archive of ``size`` bytes without the oldest log lines, then metrics, until it fits."""
     for _ in range(8):
         if size <= settings.max_size:
@@ -191,7 +194,7 @@ def _fit(settings: CollectSettings, size: int, outcomes: list[Outcome], describe
     if size > settings.max_size and budget.drop_metrics(outcomes):
         size = _write(settings, outcomes, describe)
     if size > settings.max_size:
-        say(f"warning: the archive is {size:,} bytes, over --max-size {settings.max_size:,}, even without "
+        warn(f"warning: the archive is {size:,} bytes, over --max-size {settings.max_size:,}, even without "
             "droppable log lines and metrics: what remains is configuration, which is never cut")
     return size
 

@@ -54,7 +54,7 @@ def _default_output() -> str:
 @click.option("--ztunnel-selector", default="app=ztunnel", show_default=True)
 @click.option("--istiod-selector", default="app=istiod", show_default=True)
 @click.option("--cni-selector", default="k8s-app=istio-cni-node", show_default=True)
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (warnings and an early stop are still said).")
 def command(output, kubeconfig, context, namespaces, pods, nodes, since, since_time, log_bytes, concurrency,
             request_timeout, deadline, max_size, no_redact, for_github, pseudonymize, ztunnel_selector, istiod_selector,
             cni_selector, quiet) -> None:
