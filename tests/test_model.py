@@ -657,3 +657,50 @@ def test_validation_of_distinct_items_equals_whole_document_validation(tmp_path)
                            layout.istiod_proxy_dump(refs[0].pod)}
         pointers = {i.pointer for path, _, issues in results if path == refs[1].dump_path for i in issues}
         assert pointers and all(p.startswith("/workloads/0") for p in pointers)
+
+
+# --- Istio <= 1.24: per-proxy dumps that repeat ----------------------------------------------------------------
+
+
+def _per_proxy_views(source: Path) -> list[IstiodView]:
+    with BundleModel.open(source) as m:
+        return [m.istiod_view(zt.pod) for zt in m.ztunnels()]
+
+
+def test_repeated_per_proxy_dumps_are_converted_once_and_their_view_shared(tmp_path):
+    shared = _per_proxy_views(INCIDENT)
+    whole = _per_proxy_views(Path(extract_bundle(INCIDENT, tmp_path)))  # a folder: no digests, each converted
+    assert [v.ztunnel_pod for v in shared] == [v.ztunnel_pod for v in whole]
+    for a, b in zip(shared, whole, strict=True):
+        assert a.source == b.source == "per-proxy"
+        assert (a.path, a.policies_path, a.replica) == (b.path, b.policies_path, b.replica)
+        assert a.path == layout.istiod_proxy_dump(a.ztunnel_pod)
+        assert a.policies_path == layout.istiod_proxy_wads(a.ztunnel_pod)
+        assert (a.workloads, a.services, a.policies, a.pointers) == (b.workloads, b.services, b.policies, b.pointers)
+    # the two ztunnels served by the same replica from the same bytes share one conversion
+    assert len({id(v.workloads) for v in shared}) < len(shared)
+    assert len({id(v.workloads) for v in whole}) == len(whole)
+
+
+def test_problems_of_a_repeated_per_proxy_dump_are_reported_for_each_copy(tmp_path, monkeypatch):
+    from bundler.model import bundle as bundle_module
+    from tests.hostile_corpus import write_variant
+
+    def break_first_workload(path: str, data: bytes) -> bytes:
+        # the same damage in every copy: an address that is not base64 of an IP (left out of the view, and a
+        # schema violation)
+        if path.startswith("istiod/proxies/") and path.endswith("/config_dump.json"):
+            return data.replace(b'"addresses":["', b'"addresses":["not an ip', 1)
+        return data
+
+    monkeypatch.setattr(bundle_module, "_VALIDATED_BY_DIGEST_FROM", 0)  # validate small members by digest too
+    source = write_variant(tmp_path / "broken.tar.zst", break_first_workload)
+    with BundleModel.open(source) as m:
+        paths = [layout.istiod_proxy_dump(zt.pod) for zt in m.ztunnels()]
+        issues = {path: found for path, _, found in m.validation_issues() if path in paths}
+        for zt in m.ztunnels():
+            m.istiod_view(zt.pod)
+        problems = {p.path for p in m.problems if p.reason == "invalid"}
+    assert set(issues) == set(paths) and all(issues.values())
+    assert len({tuple((i.pointer, i.message) for i in v) for v in issues.values()}) == 1
+    assert set(paths) <= problems

@@ -14,6 +14,7 @@ goes on without it. Only a bundle that cannot be opened at all (``open_bundle`` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import os
@@ -69,6 +70,7 @@ _LATER = object()  # a dump left for later in the one pass
 _LOG_KINDS = {layout.KIND_ZTUNNEL_LOG: "ztunnel", layout.KIND_ISTIOD_LOG: "istiod", layout.KIND_CNI_LOG: "cni"}
 _WHOLE_DOCUMENT = frozenset({"malformed", "unsupported", "missing", "not-collected"})
 _GC_THRESHOLD = 1 << 20  # pause the cyclic GC while parsing documents bigger than this (python-stack.md 3)
+_VALIDATED_BY_DIGEST_FROM = 64 * 1024  # members this big are validated once per distinct content
 
 
 @contextlib.contextmanager
@@ -215,6 +217,10 @@ class BundleModel:
         self._refs_by_node: dict[str, list[ZtunnelRef]] | None = None
         self._dump_issues: dict[str, list[ValidationIssue]] = {}  # schema issues found during the one pass
         self.digests: dict[str, tuple[int, str]] | None = None  # (size, sha256) by path, when read in one pass
+        # Istio <= 1.24: istiod sends every ztunnel the same configuration, so its per-proxy dumps repeat byte for
+        # byte; each distinct one is converted once and its view shared (by the digests of the dump and WADS dump)
+        self._per_proxy_views: dict[tuple[Any, ...], IstiodView] = {}
+        self._validated: dict[tuple[str, tuple[int, str]], list[ValidationIssue]] = {}  # big members, by digest
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> BundleModel:
@@ -693,10 +699,20 @@ class BundleModel:
         replica = self._source(dump_path).get("replica")
         replica = replica if isinstance(replica, str) else None
         if self.status(dump_path) != _MISSING or self.has(dump_path):
+            wads_path = layout.istiod_proxy_wads(ztunnel_pod)
+            key = (self._digest(dump_path), self._digest(wads_path), replica)
+            same = self._per_proxy_views.get(key) if key[0] is not None else None
+            if same is not None:
+                return self._view_problems(dataclasses.replace(
+                    same, ztunnel_pod=ztunnel_pod, path=dump_path,
+                    policies_path=wads_path if same.policies_path == layout.istiod_proxy_wads(same.ztunnel_pod)
+                    else same.policies_path))
             doc = self._load_json(dump_path, "istiod's per-proxy config dump")
             if doc is not _FAILED:
                 view = self._per_proxy_view(ztunnel_pod, dump_path, doc, replica)
                 if view is not None:
+                    if key[0] is not None:
+                        self._per_proxy_views[key] = view
                     return view
         ambient = None
         if replica is not None:
@@ -740,10 +756,18 @@ class BundleModel:
                 view.policies = dict(ambient.policies)
                 view.policies_path = ambient.policies_path
                 view.pointers.update({k: v for k, v in ambient.pointers.items() if k[0] == "policies"})
+        return self._view_problems(view)
+
+    def _view_problems(self, view: IstiodView) -> IstiodView:
+        """Report the entries ``view`` left out as problems of its own files; returns ``view``."""
         for pointer, message in view.issues:
-            target = policies_path if message.startswith("policy") and policies_path else path
+            target = view.policies_path if message.startswith("policy") and view.policies_path else view.path
             self._problem(target, message, pointer=pointer, reason="invalid")
         return view
+
+    def _digest(self, path: str) -> tuple[int, str] | None:
+        """(size, sha256) of a member read in the one pass; None when unknown (a folder, or not read)."""
+        return self.digests.get(path) if self.digests else None
 
     def syncz(self) -> list[tuple[str, dict[str, Any]]]:
         """(replica, entry) for every entry of every replica's ``/debug/syncz``."""
@@ -854,9 +878,15 @@ class BundleModel:
         for path, data in members:
             kind = kind_from_path(path)
             assert kind is not None
+            digest = self._digest(path) if len(data) >= _VALIDATED_BY_DIGEST_FROM else None
+            if digest is not None and (kind, digest) in self._validated:
+                yield path, kind, list(self._validated[kind, digest])  # the same bytes: the same issues
+                continue
             try:
                 with _gc_paused(len(data)):
                     issues = self._validator.validate(parse_json(data), kind)
+                if digest is not None:
+                    self._validated[kind, digest] = list(issues)
             except UnsupportedFormatError as exc:
                 self._problem(path, str(exc), reason="unsupported")
                 continue
