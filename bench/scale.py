@@ -46,6 +46,9 @@ from typing import NamedTuple
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other bench scripts
+from serve_load import cpu_seconds  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = ((10, 1_000), (100, 10_000), (1000, 20_000))
 SMOKE_SIZES = ((2, 50),)
@@ -135,15 +138,6 @@ def run_child(args: list[str], log: Path) -> Child:
     answer = _launch([sys.executable, "-m", "bundler", *args], log)
     return Child(answer["code"], answer["wall"], answer["maxrss_kb"] / 1024, answer["cpu"],
                  log.read_text(errors="replace"))
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a running process (Linux /proc), or None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class Server:

@@ -395,3 +395,12 @@ def test_kept_port_forwards_are_bounded_by_the_workers():
         finally:
             kube.close()
         assert all(t.ended for t in opened)
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 257, 1024, 5000, 300_000])
+def test_a_line_break_is_found_in_a_frame_without_copying_all_of_it(size):
+    from bundler.collect.kube import _find_newline
+
+    for data in (b"x" * size, b"x" * size + b"\n" + b"y" * 700, b"\n" + b"x" * size):
+        for room in {len(data), len(data) // 2, min(len(data), 65537)}:
+            assert _find_newline(memoryview(data), room) == data[:room].find(b"\n")

@@ -325,10 +325,11 @@ def _redact_kubernetes_document(data: bytes) -> tuple[bytes, Counter[str]]:
     from bundler.redact import redact_bytes, redact_kubernetes_list, redact_kubernetes_object
     from bundler.redact_lists import NotAList, redact_list_text
 
-    try:
-        return redact_list_text(data)
-    except NotAList:
-        pass
+    if b'"items"' in data:  # else it is an object, not a list: no walk that would only find that out
+        try:
+            return redact_list_text(data)
+        except NotAList:
+            pass
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -505,7 +505,7 @@ class _TunnelFile:
             if not pending:
                 break
             room = len(pending) if limit < 0 else min(len(pending), limit - len(line))
-            end = bytes(pending[:room]).find(b"\n")
+            end = _find_newline(pending, room)
             take = room if end < 0 else end + 1
             line += pending[:take]
             self._tunnel.consume(take)
@@ -518,6 +518,18 @@ class _TunnelFile:
 
     def flush(self) -> None:
         pass
+
+
+def _find_newline(data: memoryview, room: int) -> int:
+    """The index of the first line break in ``data[:room]``, or -1. A memoryview has no ``find``: the first 256
+    bytes are copied, then four times more each round, so a header line does not copy the whole 256 KiB frame."""
+    window = 256
+    while True:
+        n = min(room, window)
+        end = bytes(data[:n]).find(b"\n")
+        if end >= 0 or n == room:
+            return end
+        window *= 4
 
 
 class _StaleTunnel(Exception):

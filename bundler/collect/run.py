@@ -97,9 +97,11 @@ def collect(settings: CollectSettings, options: Options, progress_stream=None) -
     started = datetime.now(timezone.utc)
     kube = Kube(settings.kubeconfig, settings.context, settings.workers, options.request_timeout)
     kube.warm_up()
-    # -q silences progress, not what the operator must know: warnings and an early stop are always said.
-    say = (lambda msg: None) if settings.quiet else (lambda msg: print(msg, file=progress_stream or sys.stderr))
-    warn = lambda msg: print(msg, file=progress_stream or sys.stderr)  # noqa: E731
+
+    def warn(msg: str) -> None:  # -q silences progress, not what the operator must know (warnings, an early stop)
+        print(msg, file=progress_stream or sys.stderr)
+
+    say = (lambda msg: None) if settings.quiet else warn
     warnings: list[str] = []
     try:
         missing, _ = preflight(kube)
